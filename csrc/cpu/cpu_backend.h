@@ -1,0 +1,30 @@
+// The CPU backend: kernels are spread over csrc/cpu/*.cpp by op family.
+#pragma once
+#include "../core/backend.h"
+
+namespace nd {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  // memory.cpp
+  void* allocate(size_t nbytes, Device device) override;
+  void deallocate(void* p, size_t nbytes, Device device) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void upload(const void* host, Tensor& dst) override;
+  void download(const Tensor& src, void* host) override;
+  // elementwise.cpp
+  void fill(Tensor& out, double value) override;
+  void arange(Tensor& out, double start, double step) override;
+  void unary(UnaryOp op, const Tensor& x, Tensor& out) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void affine(const Tensor& x, Tensor& out, double mul, double add, double lo, double hi) override;
+  void pow_scalar(const Tensor& x, Tensor& out, double exponent) override;
+  // random.cpp
+  void randn(Tensor& out, uint64_t seed, uint64_t offset) override;
+  // reduce.cpp
+  void reduce(ReduceOp op, const Tensor& x, int64_t dim, Tensor& out) override;
+  void softmax(const Tensor& x, Tensor& out) override;
+};
+
+}  // namespace nd

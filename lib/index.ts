@@ -1,0 +1,3 @@
+// node-diffusion's programmatic API.
+export * as engine from './engine/index.js';
+export * from './pipelines/types.js';
