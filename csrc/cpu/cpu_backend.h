@@ -25,6 +25,14 @@ class CpuBackend final : public Backend {
   // reduce.cpp
   void reduce(ReduceOp op, const Tensor& x, int64_t dim, Tensor& out) override;
   void softmax(const Tensor& x, Tensor& out) override;
+
+  // ---- linear algebra: gemm.cpp, attention.cpp, lora.cpp ----
+
+  // (end of linear algebra)
+
+  // ---- nn kernels: conv.cpp, norm.cpp, resample.cpp, rope.cpp, embedding.cpp ----
+
+  // (end of nn kernels)
 };
 
 }  // namespace nd

@@ -2,3 +2,5 @@
 export * from './dtype.js';
 export * from './tensor.js';
 export * from './ops/basic.js';
+export * from './ops/linalg.js';
+export * from './ops/nn.js';
