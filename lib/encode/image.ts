@@ -1,5 +1,5 @@
 // Still-image encoding and decoding through sharp, and the output-quality rules shared with video.
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 
 import { RequestError, type RgbImage } from '../pipelines/types.js';
 
@@ -101,7 +101,7 @@ export async function decodeImage(buf: Buffer | Uint8Array, opts: DecodeImageOpt
   const minSide = opts.minSide ?? 1;
   const param = opts.param ?? 'image';
   if (buf.length === 0) throw new RequestError(`${param} is empty`, param);
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(buf, { limitInputPixels: false }).metadata();
   } catch (err) {
