@@ -44,6 +44,9 @@ void Backend::rms_norm(const Tensor&, const Tensor&, Tensor&, float) { unsupport
 void Backend::group_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, Tensor&, float) {
   unsupported("group_norm");
 }
+void Backend::normalize_channels(const Tensor&, const Tensor&, const Tensor&, Tensor&, float, float, Activation) {
+  unsupported("normalize_channels");
+}
 void Backend::rope(const Tensor&, const Tensor&, const Tensor&, Tensor&, bool) { unsupported("rope"); }
 void Backend::embedding(const Tensor&, const Tensor&, Tensor&) { unsupported("embedding"); }
 void Backend::lora_merge(const Tensor&, const std::vector<LoraTerm>&, Tensor&) { unsupported("lora_merge"); }

@@ -97,6 +97,10 @@ class Backend {
   virtual void rms_norm(const Tensor& x, const Tensor& weight, Tensor& out, float eps);
   virtual void group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, Tensor& out,
                           float eps);
+  // x [N, C, *]: out = act(x / max(||x[n, :, s]||_2, eps) * scale * weight[c] + bias[c]) (F.normalize over
+  // dim 1, as the Wan VAE's RMS norm); weight/bias [C] float32 or undefined; act None or Silu.
+  virtual void normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float scale,
+                                  float eps, Activation act);
   // x [B,L,H,D]; cos/sin [L,D/2] or [B,L,D/2] float32; interleaved pairs (2i,2i+1) or halves (i, i+D/2).
   virtual void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& out, bool interleaved);
 

@@ -57,6 +57,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, flo
 Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps);
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, float eps);
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, bool interleaved);
+// F.normalize(x, dim=1) * scale * weight + bias, then act (None or Silu), for x [N, C, *] (ops_channel_norm.cpp)
+Tensor normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, float scale, float eps,
+                          Activation act);
 
 // ---- lookup ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);

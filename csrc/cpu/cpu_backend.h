@@ -32,6 +32,9 @@ class CpuBackend final : public Backend {
 
   // ---- nn kernels: conv.cpp, norm.cpp, resample.cpp, rope.cpp, embedding.cpp ----
 
+  // channel_norm.cpp
+  void normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float scale, float eps,
+                          Activation act) override;
   // (end of nn kernels)
 };
 

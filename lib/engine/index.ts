@@ -4,3 +4,4 @@ export * from './tensor.js';
 export * from './ops/basic.js';
 export * from './ops/linalg.js';
 export * from './ops/nn.js';
+export * from './ops/channel_norm.js';
