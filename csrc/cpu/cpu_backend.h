@@ -27,6 +27,8 @@ class CpuBackend final : public Backend {
   void softmax(const Tensor& x, Tensor& out) override;
 
   // ---- linear algebra: gemm.cpp, attention.cpp, lora.cpp ----
+  void gemm(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out, const GemmArgs& args) override;
+  void lora_merge(const Tensor& base, const std::vector<LoraTerm>& terms, Tensor& w) override;
 
   // (end of linear algebra)
 

@@ -1,0 +1,396 @@
+// Packed, cache-blocked GEMM in the GotoBLAS/BLIS scheme:
+//   for each NC-wide column block of B, for each KC-deep slice of K:
+//     pack B[KC x NC] once (shared by all threads, widened to f32), then in parallel over
+//     (MC-row block x group of NR-panels): pack A[MC x KC] (scaled by alpha), and run the
+//     MR x NR micro-kernel over the block, the B micro-panel staying in L1 while A streams.
+// After the last K slice each output tile gets bias + activation while it is still in cache.
+// Micro-kernels: AVX-512 14x32, AVX2+FMA 6x16 (x86, chosen at run time) and portable 4x16.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../core/threadpool.h"
+#include "cpu_backend.h"
+#include "loops.h"
+#include "vecmath.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define ND_X86 1
+#endif
+
+namespace nd::cpu {
+
+namespace {
+
+// ---------------------------------------------------------------- micro-kernels
+
+template <int MR, int NR>
+void ukernel_generic(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool load) {
+  float acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) {
+      const float ai = a[i];
+      for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+    }
+    a += MR;
+    b += NR;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+}
+
+#ifdef ND_X86
+__attribute__((target("avx2,fma"))) void ukernel_avx2_6x16(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool load) {
+  constexpr int MR = 6;
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = load ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+    c1[i] = load ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += 16;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    _mm256_storeu_ps(c + i * ldc, c0[i]);
+    _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
+  }
+}
+
+__attribute__((target("avx512f"))) void ukernel_avx512_14x32(int64_t kc, const float* a, const float* b, float* c,
+                                                              int64_t ldc, bool load) {
+  constexpr int MR = 14;
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+    c1[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += 32;
+  }
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) {
+    _mm512_storeu_ps(c + i * ldc, c0[i]);
+    _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+  }
+}
+#endif
+
+MicroKernel select_micro_kernel() {
+  const MicroKernel generic{4, 16, ukernel_generic<4, 16>, "generic"};
+  std::string want;
+  if (const char* env = std::getenv("ND_GEMM_KERNEL")) want = env;
+#ifdef ND_X86
+  __builtin_cpu_init();
+  const bool has512 = __builtin_cpu_supports("avx512f");
+  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const MicroKernel k512{14, 32, ukernel_avx512_14x32, "avx512"};
+  const MicroKernel k2{6, 16, ukernel_avx2_6x16, "avx2"};
+  if (want == "generic") return generic;
+  if (want == "avx2" && has2) return k2;
+  if (has512 && (want.empty() || want == "avx512")) return k512;
+  if (has2) return k2;
+#endif
+  return generic;
+}
+
+// ---------------------------------------------------------------- element conversion
+
+inline float to_f32(float v) { return v; }
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+inline float to_f32(Bf16 v) { return bf16_to_f32(v.bits); }
+inline float to_f32(F16 v) { return f16_to_f32(v.bits); }
+
+template <class Fn>
+void dispatch_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::F32: fn(float{}); break;
+    case DType::BF16: fn(Bf16{}); break;
+    case DType::F16: fn(F16{}); break;
+    default: throw std::invalid_argument(std::string("gemm: unsupported operand dtype ") + dtype_name(t));
+  }
+}
+
+// ---------------------------------------------------------------- packing
+
+template <int MR, class T>
+void pack_a_impl(const MatRef& a, int64_t m, int64_t kc, float alpha, float* dst) {
+  const T* base = static_cast<const T*>(a.data);
+  for (int64_t p = 0; p < m; p += MR) {
+    const int64_t rows = std::min<int64_t>(MR, m - p);
+    float* d = dst + p * kc;
+    if (rows < MR)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = rows; r < MR; ++r) d[k * MR + r] = 0.0f;
+    if (a.cs == 1) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* src = base + (p + r) * a.rs;
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = alpha * to_f32(src[k]);
+      }
+    } else if (a.rs == 1 && rows == MR) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = base + k * a.cs + p;
+        for (int r = 0; r < MR; ++r) d[k * MR + r] = alpha * to_f32(src[r]);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = alpha * to_f32(base[(p + r) * a.rs + k * a.cs]);
+    }
+  }
+}
+
+template <int NR, class T>
+void pack_b_impl(const MatRef& b, int64_t kc, int64_t n, int64_t p0, int64_t p1, float* dst) {
+  const T* base = static_cast<const T*>(b.data);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n0 = p * NR;
+    const int64_t cols = std::min<int64_t>(NR, n - n0);
+    float* d = dst + p * kc * NR;
+    if (b.cs == 1 && cols == NR) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = base + k * b.rs + n0;
+        for (int j = 0; j < NR; ++j) d[k * NR + j] = to_f32(src[j]);
+      }
+      continue;
+    }
+    if (cols < NR)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t j = cols; j < NR; ++j) d[k * NR + j] = 0.0f;
+    if (b.rs == 1) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* src = base + (n0 + j) * b.cs;
+        for (int64_t k = 0; k < kc; ++k) d[k * NR + j] = to_f32(src[k]);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t j = 0; j < cols; ++j) d[k * NR + j] = to_f32(base[k * b.rs + (n0 + j) * b.cs]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- epilogue
+
+// erf via Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), written branch-free so loops vectorise;
+// GELU uses erfc directly for negative inputs to avoid cancellation in 1 + erf(x).
+inline float gelu_erf_fast(float x) {
+  const float z = x * 0.7071067811865476f;
+  const float az = z < 0 ? -z : z;
+  const float t = 1.0f / (1.0f + 0.3275911f * az);
+  float poly = 1.061405429f;
+  poly = poly * t - 1.453152027f;
+  poly = poly * t + 1.421413741f;
+  poly = poly * t - 0.284496736f;
+  poly = poly * t + 0.254829592f;
+  const float erfc_az = poly * t * vexp(-az * az);  // erfc(|z|)
+  const float one_plus_erf = z < 0 ? erfc_az : 2.0f - erfc_az;
+  return 0.5f * x * one_plus_erf;
+}
+
+}  // namespace
+
+void apply_epilogue_row(float* c, int64_t n, const float* bias, Activation act) {
+  if (bias)
+    for (int64_t j = 0; j < n; ++j) c[j] += bias[j];
+  switch (act) {
+    case Activation::None: break;
+    case Activation::GeluTanh:
+      for (int64_t j = 0; j < n; ++j) c[j] = vgelu_tanh(c[j]);
+      break;
+    case Activation::GeluErf:
+      for (int64_t j = 0; j < n; ++j) c[j] = gelu_erf_fast(c[j]);
+      break;
+    case Activation::Silu:
+      for (int64_t j = 0; j < n; ++j) c[j] = vsilu(c[j]);
+      break;
+    case Activation::Relu:
+      for (int64_t j = 0; j < n; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+      break;
+  }
+}
+
+const MicroKernel& micro_kernel() {
+  static const MicroKernel k = select_micro_kernel();
+  return k;
+}
+
+void pack_a(const MatRef& a, int64_t m, int64_t kc, float alpha, int mr, float* dst) {
+  dispatch_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    switch (mr) {
+      case 14: pack_a_impl<14, T>(a, m, kc, alpha, dst); break;
+      case 6: pack_a_impl<6, T>(a, m, kc, alpha, dst); break;
+      case 4: pack_a_impl<4, T>(a, m, kc, alpha, dst); break;
+      default: throw std::logic_error("pack_a: unsupported MR");
+    }
+  });
+}
+
+void pack_b_panels(const MatRef& b, int64_t kc, int64_t n, int nr, int64_t p0, int64_t p1, float* dst) {
+  dispatch_dtype(b.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    switch (nr) {
+      case 32: pack_b_impl<32, T>(b, kc, n, p0, p1, dst); break;
+      case 16: pack_b_impl<16, T>(b, kc, n, p0, p1, dst); break;
+      default: throw std::logic_error("pack_b: unsupported NR");
+    }
+  });
+}
+
+void pack_b(const MatRef& b, int64_t kc, int64_t n, int nr, float* dst) {
+  pack_b_panels(b, kc, n, nr, 0, (n + nr - 1) / nr, dst);
+}
+
+namespace {
+
+constexpr int64_t kKC = 256;   // depth of one packed slice
+constexpr int64_t kMC = 168;   // rows of A packed per task (A block ~ 170 KB: L2)
+constexpr int64_t kNC = 3072;  // columns of B packed per slice (B block <= 3 MB: L3)
+
+thread_local ScratchBuffer t_pack_a;
+thread_local ScratchBuffer t_pack_b;
+
+MatRef offset(const MatRef& m, int64_t i, int64_t j) {
+  MatRef r = m;
+  r.data = static_cast<const char*>(m.data) + (i * m.rs + j * m.cs) * static_cast<int64_t>(dtype_size(m.dtype));
+  return r;
+}
+
+}  // namespace
+
+void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
+          const GemmEpilogue& ep) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i) {
+      float* row = c + i * ldc;
+      if (!ep.accumulate) std::fill(row, row + N, 0.0f);
+      apply_epilogue_row(row, N, ep.bias ? ep.bias : nullptr, ep.act);
+    }
+    return;
+  }
+  const MicroKernel& uk = micro_kernel();
+  const int MR = uk.mr, NR = uk.nr;
+  const int nt = num_threads();
+  // split M into equal blocks of at most kMC rows (a multiple of MR)
+  const int64_t m_blocks = (M + kMC - 1) / kMC;
+  const int64_t MC = round_up((M + m_blocks - 1) / m_blocks, MR);
+  const int64_t NC = std::min(round_up(N, NR), kNC);
+  const bool epilogue = ep.bias != nullptr || ep.act != Activation::None;
+  float* pb = t_pack_b.get(kKC * NC);
+
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t panels = (nc + NR - 1) / NR;
+    // tasks: row blocks x groups of panels; several per thread so skinny shapes use every core
+    const int64_t splits = std::min<int64_t>(panels, std::max<int64_t>(1, (2 * nt + m_blocks - 1) / m_blocks));
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc);
+      const MatRef bs = offset(b, pc, jc);
+      parallel_for(0, panels, std::max<int64_t>(1, panels / (4 * nt)),
+                   [&](int64_t lo, int64_t hi) { pack_b_panels(bs, kc, nc, NR, lo, hi, pb); });
+      const bool load = pc > 0 || ep.accumulate;
+      const bool last = pc + kc >= K;
+      parallel_for(0, m_blocks * splits, 1, [&](int64_t lo, int64_t hi) {
+        alignas(64) float edge[14 * 32];
+        for (int64_t task = lo; task < hi; ++task) {
+          const int64_t mb = task / splits, sp = task % splits;
+          const int64_t q0 = sp * panels / splits, q1 = (sp + 1) * panels / splits;
+          const int64_t i0 = mb * MC;
+          const int64_t mc = std::min(MC, M - i0);
+          if (q0 >= q1 || mc <= 0) continue;
+          float* pa = t_pack_a.get(round_up(mc, MR) * kc);
+          pack_a(offset(a, i0, pc), mc, kc, ep.alpha, MR, pa);
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t j0 = q * NR;
+            const int64_t cols = std::min<int64_t>(NR, nc - j0);
+            const float* bp = pb + q * kc * NR;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              const int64_t rows = std::min<int64_t>(MR, mc - ir);
+              float* cp = c + (i0 + ir) * ldc + jc + j0;
+              if (rows == MR && cols == NR) {
+                uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
+              } else {
+                if (load)
+                  for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
+                uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
+              }
+              if (last && epilogue)
+                for (int64_t r = 0; r < rows; ++r)
+                  apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+}  // namespace nd::cpu
+
+namespace nd {
+
+void CpuBackend::gemm(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out, const GemmArgs& args) {
+  const int64_t Bt = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
+  std::vector<float> bias_f32;
+  if (bias.defined()) {
+    bias_f32.resize(static_cast<size_t>(N));
+    const float* p = cpu::load_row(bias.data(), bias.dtype, 0, bias.strides[0], N, bias_f32.data());
+    if (p != bias_f32.data()) std::copy(p, p + N, bias_f32.data());
+  }
+  Tensor out_f32 = out.dtype == DType::F32 ? out : Tensor::empty(out.shape, DType::F32, out.device());
+  cpu::GemmEpilogue ep;
+  ep.alpha = args.alpha;
+  ep.act = args.act;
+  ep.bias = bias.defined() ? bias_f32.data() : nullptr;
+  auto one = [&](int64_t bi) {
+    cpu::MatRef ar{static_cast<const char*>(a.data()) + bi * a.strides[0] * static_cast<int64_t>(a.itemsize()),
+                   a.dtype, a.strides[1], a.strides[2]};
+    cpu::MatRef br{static_cast<const char*>(b.data()) + bi * b.strides[0] * static_cast<int64_t>(b.itemsize()),
+                   b.dtype, b.strides[1], b.strides[2]};
+    cpu::gemm(M, N, K, ar, br, out_f32.ptr<float>() + bi * M * N, N, ep);
+  };
+  // many small products: one product per task; otherwise each product uses every core
+  if (Bt > 1 && M * N * std::max<int64_t>(K, 1) < (int64_t{1} << 22)) {
+    parallel_for(0, Bt, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t bi = lo; bi < hi; ++bi) one(bi);
+    });
+  } else {
+    for (int64_t bi = 0; bi < Bt; ++bi) one(bi);
+  }
+  if (out.dtype != DType::F32) copy(out_f32, out);
+}
+
+}  // namespace nd
