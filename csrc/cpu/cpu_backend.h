@@ -28,6 +28,8 @@ class CpuBackend final : public Backend {
 
   // ---- linear algebra: gemm.cpp, attention.cpp, lora.cpp ----
   void gemm(const Tensor& a, const Tensor& b, const Tensor& bias, Tensor& out, const GemmArgs& args) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                 const AttentionArgs& args) override;
   void lora_merge(const Tensor& base, const std::vector<LoraTerm>& terms, Tensor& w) override;
 
   // (end of linear algebra)

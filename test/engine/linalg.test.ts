@@ -4,11 +4,11 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import * as E from '../../lib/engine/index.js';
 import { randomArray, relL2 } from '../helpers/numeric.js';
-import { erf, refMatmul, shapeSize } from '../helpers/linalg-ref.js';
+import { erf, refAttention, refMatmul, shapeSize } from '../helpers/linalg-ref.js';
 
 let seed = 1000;
 /** A fresh random float tensor of `shape` (uniform in [-1, 1)) and the values it holds, in float64. */
@@ -251,7 +251,7 @@ t.test('loraMerge: bad input throws and leaves the output unchanged', async (t) 
   });
 });
 
-t.test('every GEMM micro-kernel (AVX-512, AVX2, portable) gives the same products', async (t) => {
+t.test('every GEMM micro-kernel (AVX-512, AVX2, portable) gives the same products and attention', async (t) => {
   const script = fileURLToPath(new URL('../helpers/gemm-kernel-check.ts', import.meta.url));
   for (const kernel of ['avx512', 'avx2', 'generic']) {
     const out = execFileSync(process.execPath, ['--import=tsx', script], {
@@ -262,4 +262,135 @@ t.test('every GEMM micro-kernel (AVX-512, AVX2, portable) gives the same product
     t.ok(report.cases > 0);
     t.ok(report.maxErr <= 1e-5, `${report.kernel} (asked for ${kernel}): max rel-L2 ${report.maxErr.toExponential(2)}`);
   }
+});
+
+interface AttnCase {
+  name: string;
+  dims: [number, number, number, number, number, number, number]; // B, H, Hk, Lq, Lk, D, Dv
+  causal?: boolean;
+  kvLens?: number[];
+  biasShape?: number[];
+  dtype?: E.DType;
+  /** q, k, v made as [B, L, H, D] projections and permuted (last dim contiguous, others strided) */
+  permuted?: boolean;
+}
+
+function checkAttention(t: Test, c: AttnCase) {
+  E.scope(() => {
+    const [B, H, Hk, Lq, Lk, D, Dv] = c.dims;
+    const dtype = c.dtype ?? 'float32';
+    const make = (b: number, h: number, l: number, d: number) => {
+      if (!c.permuted) return rand([b, h, l, d], dtype, 2);
+      const x = rand([b, l, h, d], dtype, 2);
+      const view = x.t.permute(0, 2, 1, 3);
+      return { t: view, v: values(view) };
+    };
+    const q = make(B, H, Lq, D), k = make(B, Hk, Lk, D), v = make(B, Hk, Lk, Dv);
+    const scale = 1 / Math.sqrt(D);
+    let bias: { t: E.Tensor; v: Float64Array } | null = null;
+    let biasAt: ((b: number, h: number, i: number, j: number) => number) | undefined;
+    if (c.biasShape) {
+      const bs = c.biasShape;
+      const b0 = rand(bs, 'float32', 3);
+      bias = b0;
+      const full = [B, H, Lq, Lk].slice(4 - bs.length);
+      const st = bs.map((_, i) => bs.slice(i + 1).reduce((x, y) => x * y, 1));
+      biasAt = (b, h, i, j) => {
+        const idx = [b, h, i, j].slice(4 - bs.length);
+        let o = 0;
+        for (let d = 0; d < bs.length; ++d) if ((bs[d] as number) > 1 || full[d] === 1) o += (idx[d] as number) * (st[d] as number);
+        return b0.v[o] as number;
+      };
+    }
+    const kvLens = c.kvLens ? E.tensor(Int32Array.from(c.kvLens), [B]) : null;
+    const { out, lse } = E.attentionWithLse(q.t, k.t, v.t, { causal: c.causal, kvLens, bias: bias ? bias.t : null });
+    const ref = refAttention(q.v, k.v, v.v, c.dims, { scale, causal: c.causal, kvLens: c.kvLens, bias: biasAt });
+    t.same(out.shape, [B, H, Lq, Dv], `${c.name}: shape`);
+    t.equal(out.dtype, dtype);
+    t.ok(out.transpose(1, 2).isContiguous, `${c.name}: stored as [B, Lq, H, Dv]`);
+    const tol = dtype === 'float32' ? 1e-5 : 1e-2;
+    const err = relL2(out.toFloat32(), ref.out);
+    t.ok(err <= tol, `${c.name}: out rel-L2 ${err.toExponential(2)}`);
+    const got = lse.toFloat32();
+    const finiteRef: number[] = [], finiteGot: number[] = [];
+    let maskedOk = true;
+    for (let i = 0; i < got.length; ++i) {
+      if (ref.lse[i] === -Infinity) maskedOk &&= got[i] === -Infinity;
+      else {
+        finiteRef.push(ref.lse[i] as number);
+        finiteGot.push(got[i] as number);
+      }
+    }
+    t.ok(maskedOk, `${c.name}: fully masked rows have lse = -inf`);
+    if (finiteRef.length) {
+      const lerr = relL2(finiteGot, finiteRef);
+      t.ok(lerr <= tol, `${c.name}: lse rel-L2 ${lerr.toExponential(2)}`);
+    }
+    // attention() (without lse) gives the same output
+    t.same(Array.from(E.attention(q.t, k.t, v.t, { causal: c.causal, kvLens, bias: bias ? bias.t : null }).toFloat32()), Array.from(out.toFloat32()), `${c.name}: attention() = attentionWithLse().out`);
+  });
+}
+
+t.test('attention: head dims 64/128/other, Lq != Lk, GQA, strided projections, 1-token sequences', async (t) => {
+  const cases: AttnCase[] = [
+    { name: 'single token', dims: [1, 1, 1, 1, 1, 64, 64] },
+    { name: 'D=64 Lq<Lk', dims: [2, 3, 3, 33, 129, 64, 64] },
+    { name: 'D=128 GQA 6/2, long keys', dims: [1, 6, 2, 70, 300, 128, 128], permuted: true },
+    { name: 'D=40 Dv=24', dims: [2, 2, 1, 17, 5, 40, 24] },
+    { name: 'one query, many keys', dims: [1, 2, 2, 1, 513, 16, 16] },
+    { name: 'many queries, one key', dims: [1, 1, 1, 65, 1, 8, 3] },
+    { name: 'D=1', dims: [1, 2, 2, 9, 11, 1, 1] },
+  ];
+  for (const c of cases) checkAttention(t, c);
+});
+
+t.test('attention: causal (Lq = Lk, Lq < Lk, Lq > Lk), kv_lens incl. 0 and Lk, additive bias', async (t) => {
+  const cases: AttnCase[] = [
+    { name: 'causal square', dims: [1, 2, 2, 77, 77, 32, 32], causal: true },
+    { name: 'causal Lq<Lk (bottom-right aligned)', dims: [1, 2, 1, 20, 300, 32, 16], causal: true },
+    { name: 'causal Lq>Lk (first rows see nothing)', dims: [1, 1, 1, 40, 25, 16, 16], causal: true },
+    { name: 'kv_lens 0, Lk, partial', dims: [3, 2, 2, 19, 270, 64, 64], kvLens: [0, 270, 131] },
+    { name: 'kv_lens with causal', dims: [2, 2, 2, 60, 60, 16, 16], kvLens: [45, 1], causal: true },
+    { name: 'bias [H, Lq, Lk]', dims: [2, 3, 3, 21, 50, 24, 24], biasShape: [3, 21, 50] },
+    { name: 'bias [B, 1, 1, Lk] with kv_lens', dims: [2, 2, 1, 13, 280, 32, 32], biasShape: [2, 1, 1, 280], kvLens: [280, 100] },
+    { name: 'bias [Lk]', dims: [1, 2, 2, 5, 7, 8, 8], biasShape: [7] },
+  ];
+  for (const c of cases) checkAttention(t, c);
+});
+
+t.test('attention: bfloat16 and float16 inputs', async (t) => {
+  checkAttention(t, { name: 'bf16', dims: [1, 4, 2, 45, 300, 64, 64], dtype: 'bfloat16', causal: true });
+  checkAttention(t, { name: 'f16', dims: [1, 2, 2, 30, 40, 128, 128], dtype: 'float16', permuted: true });
+});
+
+t.test('attention: a transposed head dim is made contiguous first; empty inputs', async (t) => {
+  E.scope(() => {
+    const q = rand([1, 2, 6, 9]), k = rand([1, 2, 9, 5]), v = rand([1, 2, 5, 7]);
+    const kt = k.t.transpose(2, 3); // [1, 2, 5, 9] with a strided last dim
+    const out = E.attention(q.t, kt, v.t);
+    const ref = refAttention(q.v, values(kt), v.v, [1, 2, 2, 6, 5, 9, 7], { scale: 1 / 3 });
+    const err = relL2(out.toFloat32(), ref.out);
+    t.ok(err <= 1e-5, `strided head dim: ${err.toExponential(2)}`);
+    const { out: o0, lse: l0 } = E.attentionWithLse(E.zeros([1, 2, 4, 8]), E.zeros([1, 2, 0, 8]), E.zeros([1, 2, 0, 8]));
+    t.same(o0.toArray(), new Array(64).fill(0), 'no keys: zeros');
+    t.ok(l0.toArray().every((x) => x === -Infinity), 'no keys: lse = -inf');
+    t.same(E.attention(E.zeros([1, 2, 0, 8]), E.zeros([1, 2, 3, 8]), E.zeros([1, 2, 3, 8])).shape, [1, 2, 0, 8]);
+  });
+});
+
+t.test('attention: bad input throws clear errors and never crashes', async (t) => {
+  E.scope(() => {
+    const q = E.zeros([2, 4, 5, 8]), k = E.zeros([2, 2, 6, 8]), v = E.zeros([2, 2, 6, 8]);
+    t.throws(() => E.attention(E.zeros([4, 5, 8]), k, v), /must be 4-D/);
+    t.throws(() => E.attention(q, E.zeros([2, 3, 6, 8]), E.zeros([2, 3, 6, 8])), /query heads 4 are not a multiple of key heads 3/);
+    t.throws(() => E.attention(q, E.zeros([2, 2, 6, 7]), v), /q and k head dims differ/);
+    t.throws(() => E.attention(q, k, E.zeros([2, 2, 5, 8])), /k and v differ/);
+    t.throws(() => E.attention(q, E.zeros([1, 2, 6, 8]), E.zeros([1, 2, 6, 8])), /batch sizes differ/);
+    t.throws(() => E.attention(E.zeros([2, 4, 5, 8], { dtype: 'int32' }), k, v), /float32\/bfloat16\/float16/);
+    t.throws(() => E.attention(q, k, v, { kvLens: E.tensor([1, 2]) }), /kv_lens must be int32 \[2\]/);
+    t.throws(() => E.attention(q, k, v, { kvLens: E.tensor(Int32Array.from([1, 7]), [2]) }), /kv_lens\[1\] = 7 is outside 0\.\.6/);
+    t.throws(() => E.attention(q, k, v, { kvLens: E.tensor(Int32Array.from([-1, 0]), [2]) }), /kv_lens\[0\] = -1/);
+    t.throws(() => E.attention(q, k, v, { bias: E.zeros([3, 5, 6]) }), /bias \[3, 5, 6\] does not broadcast to \[2, 4, 5, 6\]/);
+    t.throws(() => E.attention(q, k, v, { scale: Infinity }), /scale must be finite/);
+  });
 });

@@ -2,7 +2,7 @@
 // through whichever micro-kernel the variable selects; prints a JSON report on stdout.
 import * as E from '../../lib/engine/index.js';
 import { native } from '../../lib/engine/native.js';
-import { refMatmul } from './linalg-ref.js';
+import { refAttention, refMatmul } from './linalg-ref.js';
 import { randomArray, relL2 } from './numeric.js';
 
 const kernelName = (native as unknown as { gemmKernelName(): string }).gemmKernelName();
@@ -27,4 +27,21 @@ for (const [M, K, N] of shapes) {
     cases += 2;
   });
 }
+// attention drives the same micro-kernel: GQA, causal, kv_lens, a partial last key tile
+E.scope(() => {
+  const dims = [2, 4, 2, 37, 300, 40, 24];
+  const [B, H, Hk, Lq, Lk, D, Dv] = dims as [number, number, number, number, number, number, number];
+  const q = Float64Array.from(Float32Array.from(randomArray(B * H * Lq * D, 1, -2, 2)));
+  const k = Float64Array.from(Float32Array.from(randomArray(B * Hk * Lk * D, 2, -2, 2)));
+  const v = Float64Array.from(Float32Array.from(randomArray(B * Hk * Lk * Dv, 3)));
+  const kvLens = [300, 150];
+  const out = E.attention(
+    E.tensor(Float32Array.from(q), [B, H, Lq, D]), E.tensor(Float32Array.from(k), [B, Hk, Lk, D]),
+    E.tensor(Float32Array.from(v), [B, Hk, Lk, Dv]),
+    { causal: true, kvLens: E.tensor(Int32Array.from(kvLens), [B]) },
+  );
+  const ref = refAttention(q, k, v, dims, { scale: 1 / Math.sqrt(D), causal: true, kvLens });
+  maxErr = Math.max(maxErr, relL2(out.toFloat32(), ref.out));
+  cases += 1;
+});
 process.stdout.write(JSON.stringify({ kernel: kernelName, maxErr, cases }));

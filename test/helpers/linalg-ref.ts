@@ -56,3 +56,65 @@ export function erf(x: number): number {
   for (let n = 60; n >= 1; --n) cf = n / 2 / (a + cf);
   return s * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + cf));
 }
+
+export interface RefAttentionOptions {
+  scale: number;
+  causal?: boolean;
+  kvLens?: number[];
+  /** additive bias for (b, h, i, j) */
+  bias?: (b: number, h: number, i: number, j: number) => number;
+}
+
+/**
+ * Scaled-dot-product attention in float64 over row-major q [B,H,Lq,D], k [B,Hk,Lk,D], v [B,Hk,Lk,Dv]
+ * (query head h uses kv head floor(h / (H / Hk))). Causal: query i sees keys j <= i + Lk - Lq.
+ * Rows that see no key give zeros and lse = -Infinity.
+ */
+export function refAttention(
+  q: Float64Array, k: Float64Array, v: Float64Array,
+  [B, H, Hk, Lq, Lk, D, Dv]: number[],
+  opts: RefAttentionOptions,
+) {
+  const out = new Float64Array(B * H * Lq * Dv);
+  const lse = new Float64Array(B * H * Lq);
+  const group = H / Hk;
+  const logits = new Float64Array(Lk);
+  for (let b = 0; b < B; ++b)
+    for (let h = 0; h < H; ++h) {
+      const hk = Math.floor(h / group);
+      const len = opts.kvLens ? (opts.kvLens[b] as number) : Lk;
+      for (let i = 0; i < Lq; ++i) {
+        const qo = ((b * H + h) * Lq + i) * D;
+        let mx = -Infinity;
+        for (let j = 0; j < Lk; ++j) {
+          const visible = j < len && (!opts.causal || j <= i + Lk - Lq);
+          if (!visible) {
+            logits[j] = -Infinity;
+            continue;
+          }
+          const ko = ((b * Hk + hk) * Lk + j) * D;
+          let s = 0;
+          for (let d = 0; d < D; ++d) s += (q[qo + d] as number) * (k[ko + d] as number);
+          s = s * opts.scale + (opts.bias ? opts.bias(b, h, i, j) : 0);
+          logits[j] = s;
+          if (s > mx) mx = s;
+        }
+        const oo = ((b * H + h) * Lq + i) * Dv;
+        if (mx === -Infinity) {
+          lse[(b * H + h) * Lq + i] = -Infinity;
+          continue;
+        }
+        let sum = 0;
+        for (let j = 0; j < Lk; ++j) {
+          const p = Math.exp((logits[j] as number) - mx);
+          if (p === 0) continue;
+          sum += p;
+          const vo = ((b * Hk + hk) * Lk + j) * Dv;
+          for (let d = 0; d < Dv; ++d) out[oo + d] = (out[oo + d] as number) + p * (v[vo + d] as number);
+        }
+        for (let d = 0; d < Dv; ++d) out[oo + d] = (out[oo + d] as number) / sum;
+        lse[(b * H + h) * Lq + i] = mx + Math.log(sum);
+      }
+    }
+  return { out, lse };
+}
