@@ -4,47 +4,18 @@
 // timesteps = sigmas * 1000 and the step's dt are float32 values there, rounded here with fround).
 import { add, mul } from '../engine/ops/basic.js';
 import type { Tensor } from '../engine/tensor.js';
-import { ConfigReader, linspace, SchedulerConfigError, type SchedulerConfigJson, type TimeShiftType } from './common.js';
+import type { FlowMatchEulerDiscreteSchedulerConfig } from '../io/configs.js';
+import { linspace } from './common.js';
 
 const NAME = 'FlowMatchEulerDiscreteScheduler';
 
-export interface FlowMatchEulerConfig {
-  numTrainTimesteps: number;
-  shift: number;
-  useDynamicShifting: boolean;
-  baseShift: number;
-  maxShift: number;
-  baseImageSeqLen: number;
-  maxImageSeqLen: number;
-  invertSigmas: boolean;
-  shiftTerminal: number | null;
-  useKarrasSigmas: boolean;
-  useExponentialSigmas: boolean;
-  timeShiftType: TimeShiftType;
-}
-
-export function parseFlowMatchEulerConfig(json: SchedulerConfigJson): FlowMatchEulerConfig {
-  const r = new ConfigReader(NAME, json);
-  r.requireOff(['use_beta_sigmas', 'stochastic_sampling']);
-  const useKarrasSigmas = r.bool('use_karras_sigmas', false);
-  const useExponentialSigmas = r.bool('use_exponential_sigmas', false);
-  if (useKarrasSigmas && useExponentialSigmas)
-    throw new SchedulerConfigError(NAME, 'only one of use_karras_sigmas and use_exponential_sigmas can be set');
-  const shiftTerminal = r.optionalNumber('shift_terminal');
-  return {
-    numTrainTimesteps: r.integer('num_train_timesteps', 1000, 1),
-    shift: r.number('shift', 1.0),
-    useDynamicShifting: r.bool('use_dynamic_shifting', false),
-    baseShift: r.number('base_shift', 0.5),
-    maxShift: r.number('max_shift', 1.15),
-    baseImageSeqLen: r.integer('base_image_seq_len', 256, 1),
-    maxImageSeqLen: r.integer('max_image_seq_len', 4096, 1),
-    invertSigmas: r.bool('invert_sigmas', false),
-    shiftTerminal: shiftTerminal === 0 ? null : shiftTerminal,
-    useKarrasSigmas,
-    useExponentialSigmas,
-    timeShiftType: r.choice('time_shift_type', 'exponential', ['exponential', 'linear'] as const),
+function checkSupported(c: FlowMatchEulerDiscreteSchedulerConfig): void {
+  const fail = (msg: string) => {
+    throw new Error(`${NAME}: ${msg}`);
   };
+  if (c.use_beta_sigmas) fail('use_beta_sigmas=true is not supported');
+  if (c.stochastic_sampling) fail('stochastic_sampling=true is not supported');
+  if (c.use_karras_sigmas && c.use_exponential_sigmas) fail('only one of use_karras_sigmas and use_exponential_sigmas can be set');
 }
 
 export interface FlowMatchSetTimestepsOptions {
@@ -60,14 +31,16 @@ export interface FlowMatchSetTimestepsOptions {
  * The linear interpolation of mu over the image token count that FLUX-style pipelines use
  * (calculate_shift): base_shift at base_image_seq_len, max_shift at max_image_seq_len.
  */
-export function calculateShift(imageSeqLen: number, c: Pick<FlowMatchEulerConfig, 'baseShift' | 'maxShift' | 'baseImageSeqLen' | 'maxImageSeqLen'>): number {
-  const m = (c.maxShift - c.baseShift) / (c.maxImageSeqLen - c.baseImageSeqLen);
-  const b = c.baseShift - m * c.baseImageSeqLen;
+export function calculateShift(imageSeqLen: number, c: FlowMatchEulerDiscreteSchedulerConfig): number {
+  const baseShift = c.base_shift ?? 0.5;
+  const maxShift = c.max_shift ?? 1.15;
+  const m = (maxShift - baseShift) / (c.max_image_seq_len - c.base_image_seq_len);
+  const b = baseShift - m * c.base_image_seq_len;
   return imageSeqLen * m + b;
 }
 
 export class FlowMatchEulerDiscreteScheduler {
-  readonly config: FlowMatchEulerConfig;
+  readonly config: FlowMatchEulerDiscreteSchedulerConfig;
   /** float32 timesteps (sigma * num_train_timesteps), one per step */
   timesteps: number[] = [];
   /** float32 sigmas, one per step plus the terminal one */
@@ -79,14 +52,15 @@ export class FlowMatchEulerDiscreteScheduler {
   private stepIdx: number | null = null;
   private beginIdx: number | null = null;
 
-  constructor(json: SchedulerConfigJson) {
-    const c = (this.config = parseFlowMatchEulerConfig(json));
+  constructor(config: FlowMatchEulerDiscreteSchedulerConfig) {
+    checkSupported(config);
+    const c = (this.config = config);
     this.shiftValue = c.shift;
     // training schedule: float32 linspace(1, N, N) reversed, / N, shifted in float32 unless dynamic
-    const n = c.numTrainTimesteps;
+    const n = c.num_train_timesteps;
     const first = Math.fround(Math.fround(n) / n);
     const last = Math.fround(Math.fround(1) / n);
-    const shiftF32 = (s: number) => (c.useDynamicShifting ? s : Math.fround(Math.fround(c.shift * s) / Math.fround(1 + Math.fround((c.shift - 1) * s))));
+    const shiftF32 = (s: number) => (c.use_dynamic_shifting ? s : Math.fround(Math.fround(c.shift * s) / Math.fround(1 + Math.fround((c.shift - 1) * s))));
     this.sigmaMax = shiftF32(first);
     this.sigmaMin = shiftF32(last);
   }
@@ -113,7 +87,7 @@ export class FlowMatchEulerDiscreteScheduler {
 
   setTimesteps(numInferenceSteps: number | null, opts: FlowMatchSetTimestepsOptions = {}): void {
     const c = this.config;
-    if (c.useDynamicShifting && opts.mu === undefined) throw new Error(`${NAME}: mu must be passed when use_dynamic_shifting is true`);
+    if (c.use_dynamic_shifting && opts.mu === undefined) throw new Error(`${NAME}: mu must be passed when use_dynamic_shifting is true`);
     const { sigmas: customSigmas, timesteps: customTimesteps } = opts;
     if (customSigmas && customTimesteps && customSigmas.length !== customTimesteps.length)
       throw new RangeError(`${NAME}: sigmas and timesteps must have the same length`);
@@ -138,30 +112,31 @@ export class FlowMatchEulerDiscreteScheduler {
     if (customSigmas) {
       sigmas = customSigmas.map((s) => Math.fround(s));
     } else if (customTimesteps) {
-      sigmas = customTimesteps.map((t) => r(Math.fround(t) / c.numTrainTimesteps));
+      sigmas = customTimesteps.map((t) => r(Math.fround(t) / c.num_train_timesteps));
     } else {
-      sigmas = linspace(this.sigmaMax * c.numTrainTimesteps, this.sigmaMin * c.numTrainTimesteps, n).map((t) => t / c.numTrainTimesteps);
+      sigmas = linspace(this.sigmaMax * c.num_train_timesteps, this.sigmaMin * c.num_train_timesteps, n).map((t) => t / c.num_train_timesteps);
     }
-    if (c.useDynamicShifting) {
-      const m = r(c.timeShiftType === 'exponential' ? Math.exp(opts.mu as number) : (opts.mu as number));
+    if (c.use_dynamic_shifting) {
+      const m = r(c.time_shift_type === 'exponential' ? Math.exp(opts.mu as number) : (opts.mu as number));
       sigmas = sigmas.map((s) => r(m / r(m + r(r(1 / s) - 1))));
     } else {
       const k = this.shiftValue;
       sigmas = sigmas.map((s) => r(r(k * s) / r(1 + r((k - 1) * s))));
     }
-    if (c.shiftTerminal !== null) {
+    // diffusers tests `if shift_terminal:`, so 0 means off as null does
+    if (c.shift_terminal) {
       const last = sigmas[sigmas.length - 1] as number;
-      const scale = r(r(1 - last) / r(1 - c.shiftTerminal));
+      const scale = r(r(1 - last) / r(1 - c.shift_terminal));
       sigmas = sigmas.map((s) => r(1 - r(r(1 - s) / scale)));
     }
-    if (c.useKarrasSigmas) sigmas = karras(sigmas, n);
-    else if (c.useExponentialSigmas) sigmas = exponential(sigmas, n);
+    if (c.use_karras_sigmas) sigmas = karras(sigmas, n);
+    else if (c.use_exponential_sigmas) sigmas = exponential(sigmas, n);
 
     let f32 = sigmas.map((s) => Math.fround(s));
-    let timesteps = f32.map((s) => Math.fround(s * c.numTrainTimesteps));
-    if (c.invertSigmas) {
+    let timesteps = f32.map((s) => Math.fround(s * c.num_train_timesteps));
+    if (c.invert_sigmas) {
       f32 = f32.map((s) => Math.fround(1 - s));
-      timesteps = f32.map((s) => Math.fround(s * c.numTrainTimesteps));
+      timesteps = f32.map((s) => Math.fround(s * c.num_train_timesteps));
       f32.push(1);
     } else {
       f32.push(0);

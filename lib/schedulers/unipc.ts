@@ -5,51 +5,21 @@
 // scalars computed here, the latent arithmetic runs as native tensor ops.
 import { mul, sub } from '../engine/ops/basic.js';
 import { keep, type Tensor } from '../engine/tensor.js';
-import {
-  ConfigReader, linearCombination, linspace, SchedulerConfigError, type SchedulerConfigJson, stretchToTerminal, timeShift,
-  type TimeShiftType,
-} from './common.js';
+import type { UniPCMultistepSchedulerConfig } from '../io/configs.js';
+import { linearCombination, linspace, stretchToTerminal, timeShift } from './common.js';
 
 const NAME = 'UniPCMultistepScheduler';
 
-export interface UniPCConfig {
-  numTrainTimesteps: number;
-  solverOrder: number;
-  solverType: 'bh1' | 'bh2';
-  lowerOrderFinal: boolean;
-  /** step indices whose corrector is skipped */
-  disableCorrector: number[];
-  flowShift: number;
-  finalSigmasType: 'zero' | 'sigma_min';
-  useDynamicShifting: boolean;
-  timeShiftType: TimeShiftType;
-  shiftTerminal: number | null;
-}
-
-/** Reads and validates a scheduler_config.json for the flow-matching UniPC this class implements. */
-export function parseUniPCConfig(json: SchedulerConfigJson): UniPCConfig {
-  const r = new ConfigReader(NAME, json);
-  if (!r.bool('use_flow_sigmas', false))
-    throw new SchedulerConfigError(NAME, 'only the flow-matching form (use_flow_sigmas=true) is implemented');
-  r.choice('prediction_type', 'flow_prediction', ['flow_prediction'] as const);
-  if (!r.bool('predict_x0', true)) throw new SchedulerConfigError(NAME, 'predict_x0=false is not defined for flow_prediction');
-  r.requireOff(['use_karras_sigmas', 'use_exponential_sigmas', 'use_beta_sigmas', 'thresholding', 'solver_p', 'rescale_betas_zero_snr']);
-  let solverType = r.choice('solver_type', 'bh2', ['bh1', 'bh2', 'midpoint', 'heun', 'logrho'] as const);
-  // diffusers maps the DPM-Solver names onto bh2
-  if (solverType !== 'bh1') solverType = 'bh2';
-  const shiftTerminal = r.optionalNumber('shift_terminal');
-  return {
-    numTrainTimesteps: r.integer('num_train_timesteps', 1000, 1),
-    solverOrder: r.integer('solver_order', 2, 1),
-    solverType,
-    lowerOrderFinal: r.bool('lower_order_final', true),
-    disableCorrector: r.integerList('disable_corrector'),
-    flowShift: r.number('flow_shift', 1.0),
-    finalSigmasType: r.choice('final_sigmas_type', 'zero', ['zero', 'sigma_min'] as const),
-    useDynamicShifting: r.bool('use_dynamic_shifting', false),
-    timeShiftType: r.choice('time_shift_type', 'exponential', ['exponential', 'linear'] as const),
-    shiftTerminal: shiftTerminal === 0 ? null : shiftTerminal,
+/** Rejects configurations outside the flow-matching UniPC this class implements. */
+function checkSupported(c: UniPCMultistepSchedulerConfig): void {
+  const fail = (msg: string) => {
+    throw new Error(`${NAME}: ${msg}`);
   };
+  if (!c.use_flow_sigmas) fail('only the flow-matching form (use_flow_sigmas=true) is implemented');
+  if (c.prediction_type !== 'flow_prediction') fail(`prediction_type '${c.prediction_type}' is not supported with flow sigmas (flow_prediction)`);
+  if (!c.predict_x0) fail('predict_x0=false is not defined for flow_prediction');
+  for (const key of ['use_karras_sigmas', 'use_exponential_sigmas', 'use_beta_sigmas', 'thresholding', 'rescale_betas_zero_snr'] as const)
+    if (c[key]) fail(`${key}=true is not supported`);
 }
 
 export interface SetTimestepsOptions {
@@ -93,7 +63,7 @@ interface BhCoefficients {
 }
 
 export class UniPCMultistepScheduler {
-  readonly config: UniPCConfig;
+  readonly config: UniPCMultistepSchedulerConfig;
   /** integer timesteps passed to the model, one per step */
   timesteps: number[] = [];
   /** float32-rounded sigmas, one per step plus the final one */
@@ -107,8 +77,9 @@ export class UniPCMultistepScheduler {
   private stepIdx: number | null = null;
   private beginIdx: number | null = null;
 
-  constructor(json: SchedulerConfigJson) {
-    this.config = parseUniPCConfig(json);
+  constructor(config: UniPCMultistepSchedulerConfig) {
+    checkSupported(config);
+    this.config = config;
   }
 
   get stepIndex(): number | null {
@@ -126,7 +97,7 @@ export class UniPCMultistepScheduler {
 
   setTimesteps(numInferenceSteps: number | null, opts: SetTimestepsOptions = {}): void {
     const c = this.config;
-    if (c.useDynamicShifting && opts.mu === undefined) throw new Error(`${NAME}: mu must be passed when use_dynamic_shifting is true`);
+    if (c.use_dynamic_shifting && opts.mu === undefined) throw new Error(`${NAME}: mu must be passed when use_dynamic_shifting is true`);
     let n = numInferenceSteps ?? 0;
     let sigmas: number[];
     if (opts.sigmas) {
@@ -135,16 +106,17 @@ export class UniPCMultistepScheduler {
       n = sigmas.length;
     } else {
       if (!Number.isInteger(n) || n < 1) throw new RangeError(`${NAME}: num_inference_steps must be an integer >= 1, got ${numInferenceSteps}`);
-      sigmas = linspace(1, 1 / c.numTrainTimesteps, n + 1).slice(0, n);
+      sigmas = linspace(1, 1 / c.num_train_timesteps, n + 1).slice(0, n);
     }
-    if (c.useDynamicShifting) sigmas = sigmas.map((s) => timeShift(c.timeShiftType, opts.mu as number, s));
-    else sigmas = sigmas.map((s) => (c.flowShift * s) / (1 + (c.flowShift - 1) * s));
-    if (c.shiftTerminal !== null) sigmas = stretchToTerminal(sigmas, c.shiftTerminal);
+    if (c.use_dynamic_shifting) sigmas = sigmas.map((s) => timeShift(c.time_shift_type, opts.mu as number, s));
+    else sigmas = sigmas.map((s) => (c.flow_shift * s) / (1 + (c.flow_shift - 1) * s));
+    // diffusers tests `if shift_terminal:`, so 0 means off as null does
+    if (c.shift_terminal) sigmas = stretchToTerminal(sigmas, c.shift_terminal);
     // a first sigma of exactly 1 would make log(alpha) infinite in the first updates
     const eps = 1e-6;
     if (Math.abs((sigmas[0] as number) - 1) < eps) sigmas[0] = (sigmas[0] as number) - eps;
-    this.timesteps = sigmas.map((s) => Math.trunc(s * c.numTrainTimesteps));
-    const last = c.finalSigmasType === 'zero' ? 0 : (sigmas[sigmas.length - 1] as number);
+    this.timesteps = sigmas.map((s) => Math.trunc(s * c.num_train_timesteps));
+    const last = c.final_sigmas_type === 'zero' ? 0 : (sigmas[sigmas.length - 1] as number);
     this.sigmas = [...sigmas, last].map((s) => Math.fround(s));
     this.resetState();
   }
@@ -152,7 +124,7 @@ export class UniPCMultistepScheduler {
   private resetState(): void {
     for (const t of this.modelOutputs) t?.dispose();
     this.lastSample?.dispose();
-    this.modelOutputs = new Array<Tensor | null>(this.config.solverOrder).fill(null);
+    this.modelOutputs = new Array<Tensor | null>(this.config.solver_order).fill(null);
     this.lastSample = null;
     this.lowerOrderNums = 0;
     this.thisOrder = 0;
@@ -187,7 +159,7 @@ export class UniPCMultistepScheduler {
     const hPhi1 = Math.expm1(hh);
     let hPhiK = hPhi1 / hh - 1;
     let factorial = 1;
-    const bH = this.config.solverType === 'bh1' ? hh : Math.expm1(hh);
+    const bH = this.config.solver_type === 'bh1' ? hh : Math.expm1(hh);
     const R: number[][] = [];
     const b: number[] = [];
     for (let i = 1; i <= order; ++i) {
@@ -288,7 +260,7 @@ export class UniPCMultistepScheduler {
     if (i >= this.timesteps.length) throw new Error(`${NAME}: step() called after the last timestep`);
     const c = this.config;
 
-    const useCorrector = i > 0 && !c.disableCorrector.includes(i - 1) && this.lastSample !== null;
+    const useCorrector = i > 0 && !c.disable_corrector.includes(i - 1) && this.lastSample !== null;
     const converted = keep(this.convertModelOutput(modelOutput, sample, i));
     // the scheduler keeps its own handle on the sample (a view: the caller may dispose theirs)
     let current = keep(sample.reshape(sample.shape));
@@ -301,14 +273,14 @@ export class UniPCMultistepScheduler {
     this.modelOutputs.shift()?.dispose();
     this.modelOutputs.push(converted);
 
-    const order = c.lowerOrderFinal ? Math.min(c.solverOrder, this.timesteps.length - i) : c.solverOrder;
+    const order = c.lower_order_final ? Math.min(c.solver_order, this.timesteps.length - i) : c.solver_order;
     this.thisOrder = Math.min(order, this.lowerOrderNums + 1);
 
     this.lastSample?.dispose();
     this.lastSample = current;
     const prev = this.predictor(current, this.thisOrder);
 
-    if (this.lowerOrderNums < c.solverOrder) this.lowerOrderNums += 1;
+    if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
     this.stepIdx = i + 1;
     return prev;
   }
