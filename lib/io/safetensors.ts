@@ -245,7 +245,7 @@ function compareNames(a: string, b: string): number {
 
 /**
  * Writes tensors (any device, any strides) to path as safetensors: compact JSON header with
- * __metadata__ first, padded with spaces to a multiple of 8 bytes, tensors ordered by dtype
+ * __metadata__ (keys sorted) first, padded with spaces to a multiple of 8 bytes, tensors ordered by dtype
  * alignment then name. Written to a temporary file in the same folder and renamed into place, so
  * readers never see a partial file.
  */
@@ -261,7 +261,8 @@ export function writeSafetensors(path: string, tensors: Record<string, Tensor>, 
   names.sort((a, b) => DTYPE_WRITE_RANK[tensors[a]!.dtype] - DTYPE_WRITE_RANK[tensors[b]!.dtype] || compareNames(a, b));
 
   const header: Record<string, unknown> = Object.create(null);
-  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  if (metadata && Object.keys(metadata).length > 0)
+    header.__metadata__ = Object.fromEntries(Object.entries(metadata).sort(([a], [b]) => compareNames(a, b)));
   let offset = 0;
   for (const name of names) {
     const t = tensors[name]!;
