@@ -1,3 +1,4 @@
 // node-diffusion's programmatic API.
 export * as engine from './engine/index.js';
 export * from './pipelines/types.js';
+export { loadPipeline, registerPipeline, registerDemo, type LoadPipelineOptions, type PipelineLoadContext } from './pipelines/load.js';

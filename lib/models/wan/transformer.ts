@@ -172,6 +172,11 @@ export class WanTransformer3DModel {
     }
   }
 
+  /** dtype the large matrices are stored (or were converted) in */
+  get weightDtype(): string {
+    return this.blocks[0]?.attn1.toQ.weight.dtype ?? this.projOut.weight.dtype;
+  }
+
   /** [B, freq_dim]: cos and sin of t * freqs (the flipped sinusoidal embedding of diffusers' Timesteps). */
   private timestepEmbedding(timestep: Tensor): Tensor {
     const args = mul(timestep.to('float32').reshape(-1, 1), this.timestepFreqs);

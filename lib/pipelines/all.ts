@@ -1,0 +1,4 @@
+// Imports every module that registers a pipeline (registerPipeline) or a demo model (registerDemo);
+// loadPipeline imports this file lazily. A pipeline adds itself with one import line here.
+import './wan.js';
+import './demo/wan.js';
