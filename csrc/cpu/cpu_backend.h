@@ -35,6 +35,13 @@ class CpuBackend final : public Backend {
   // (end of linear algebra)
 
   // ---- nn kernels: conv.cpp, norm.cpp, resample.cpp, rope.cpp, embedding.cpp ----
+  void upsample_nearest(const Tensor& x, Tensor& out, int spatial_dims, bool exact) override;
+  void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float eps) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, Tensor& out, float eps) override;
+  void group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, Tensor& out,
+                  float eps) override;
+  void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& out, bool interleaved) override;
+  void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
 
   // channel_norm.cpp
   void normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float scale, float eps,
