@@ -35,6 +35,8 @@ class CpuBackend final : public Backend {
   // (end of linear algebra)
 
   // ---- nn kernels: conv.cpp, norm.cpp, resample.cpp, rope.cpp, embedding.cpp ----
+  void conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const ConvArgs& args) override;
+  void conv3d(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const ConvArgs& args) override;
   void upsample_nearest(const Tensor& x, Tensor& out, int spatial_dims, bool exact) override;
   void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float eps) override;
   void rms_norm(const Tensor& x, const Tensor& weight, Tensor& out, float eps) override;
