@@ -2,3 +2,5 @@
 export * as engine from './engine/index.js';
 export * from './pipelines/types.js';
 export { loadPipeline, registerPipeline, registerDemo, type LoadPipelineOptions, type PipelineLoadContext } from './pipelines/load.js';
+export { createServer } from './server/app.js';
+export type { ServerOptions } from './server/options.js';

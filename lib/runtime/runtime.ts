@@ -1,0 +1,633 @@
+// The job runtime of a server: SQLite job store, FIFO queue, one worker process running one job at a time,
+// restart of a dead worker, retention of output files and graceful shutdown.
+import { EventEmitter } from 'node:events';
+import { copyFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import sharp from 'sharp';
+
+import type { ImageFormat } from '../encode/image.js';
+import type { PipelineInfo, RgbImage, Stage } from '../pipelines/types.js';
+import { isValidId, newId } from './ids.js';
+import { OutputLayout } from './layout.js';
+import { RuntimeMetrics } from './metrics.js';
+import type { FromWorker, JobError, JobFiles, JobKind, JobOutcome, JobParams, LoadOptions } from './protocol.js';
+import { type ImageRecord, type JobRecord, JobStore } from './store.js';
+import { WorkerProcess } from './worker-process.js';
+
+/** The subset of a pino logger the runtime uses. */
+export interface RuntimeLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface RuntimeOptions {
+  outputPath: string;
+  load: LoadOptions;
+  /** queued (not yet running) jobs accepted before 429 */
+  maxQueue: number;
+  /** requeue video jobs that were running when the server stopped, instead of failing them */
+  requeueOnRestart: boolean;
+  /** seconds after completion when output files are removed; null keeps them */
+  retentionSeconds: number | null;
+  /** how long shutdown waits for the running job before cancelling it */
+  shutdownTimeoutMs: number;
+  logger: RuntimeLogger;
+  workerEnv?: NodeJS.ProcessEnv;
+}
+
+export class QueueFullError extends Error {
+  constructor(
+    readonly maxQueue: number,
+    readonly retryAfterS: number,
+  ) {
+    super(`the queue is full (${maxQueue} jobs waiting); retry later`);
+    this.name = 'QueueFullError';
+  }
+}
+
+export class UnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnavailableError';
+  }
+}
+
+export class JobFailedError extends Error {
+  constructor(readonly error: JobError) {
+    super(error.message);
+    this.name = 'JobFailedError';
+  }
+}
+
+export interface ProgressEvent {
+  progress: number;
+  stage: Stage;
+  step: number;
+  totalSteps: number;
+}
+
+interface JobEvents {
+  progress: [ProgressEvent];
+  partial: [index: number, images: Uint8Array[]];
+}
+
+export type ActiveKind = JobKind | 'probe';
+
+export interface JobResult {
+  record: JobRecord | null;
+  images: ImageRecord[];
+  outcome: JobOutcome;
+}
+
+/** A job known to this process: queued or running. */
+export class ActiveJob extends EventEmitter<JobEvents> {
+  /** set when the job was deleted or cancelled: its outputs are thrown away */
+  deleted = false;
+  running = false;
+  /** performance.now() when the worker got it */
+  startedAtMs: number | null = null;
+  readonly result: Promise<JobResult>;
+  resolve!: (r: JobResult) => void;
+  reject!: (e: Error) => void;
+
+  constructor(
+    readonly id: string,
+    readonly kind: ActiveKind,
+    public params: JobParams,
+    readonly files: JobFiles,
+    readonly requestId: string | undefined,
+  ) {
+    super();
+    this.result = new Promise<JobResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // Video jobs are not awaited by anyone; their outcome lives in the store.
+    this.result.catch(() => {});
+  }
+}
+
+export interface SubmitSpec {
+  kind: JobKind;
+  model: string;
+  params: JobParams;
+  /** decoded reference images, stored as PNG under inputs/ */
+  inputs?: RgbImage[];
+  /** copy the stored reference images of this job (remix) */
+  inputsFrom?: string;
+  remixedFrom?: string;
+  requestId?: string;
+}
+
+const STAGE_PROGRESS: Partial<Record<Stage, number>> = { encode_prompt: 5, encode_images: 5, prepare_latents: 5, decode: 95 };
+
+function nowS(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+export class Runtime {
+  readonly layout: OutputLayout;
+  readonly store: JobStore;
+  readonly metrics: RuntimeMetrics;
+  private readonly opts: RuntimeOptions;
+  private readonly log: RuntimeLogger;
+  private worker: WorkerProcess | null = null;
+  private infoValue: PipelineInfo | null = null;
+  private readonly queue: ActiveJob[] = [];
+  private readonly active = new Map<string, ActiveJob>();
+  private running: ActiveJob | null = null;
+  private closing = false;
+  private closed: Promise<void> | null = null;
+  private restartAttempts = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private retentionTimer: NodeJS.Timeout | null = null;
+  private meanJobSeconds = 10;
+  private readonly progressWritten = new Map<string, number>();
+
+  private constructor(opts: RuntimeOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    this.layout = new OutputLayout(opts.outputPath);
+    this.layout.createDirectories();
+    this.store = new JobStore(this.layout.database);
+    this.metrics = new RuntimeMetrics(() => this.store.countByKindAndStatus());
+  }
+
+  /** Opens the store, recovers jobs from a previous run, starts the worker and waits for the model. */
+  static async open(opts: RuntimeOptions): Promise<Runtime> {
+    const rt = new Runtime(opts);
+    try {
+      rt.recover();
+      await rt.sweepOrphans();
+      await rt.startWorker();
+    } catch (err) {
+      rt.closing = true;
+      await rt.worker?.stop(1000);
+      rt.store.close();
+      throw err;
+    }
+    if (opts.retentionSeconds !== null) {
+      const every = Math.max(1, Math.min(60, opts.retentionSeconds / 4)) * 1000;
+      rt.retentionTimer = setInterval(() => void rt.expireFiles(), every);
+      rt.retentionTimer.unref();
+      await rt.expireFiles();
+    }
+    return rt;
+  }
+
+  /** Pipeline info of the served model (known once the first worker has loaded it). */
+  get info(): PipelineInfo {
+    if (!this.infoValue) throw new Error('the model is not loaded yet');
+    return this.infoValue;
+  }
+
+  /** True when a worker is up with the model loaded. */
+  get ready(): boolean {
+    return this.worker !== null && this.worker.alive && !this.closing;
+  }
+
+  get shuttingDown(): boolean {
+    return this.closing;
+  }
+
+  get workerPid(): number | undefined {
+    return this.worker?.pid;
+  }
+
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  // ---------------------------------------------------------------------------------------------- startup
+
+  private recover(): void {
+    const at = nowS();
+    for (const job of this.store.jobsWithStatus('in_progress')) {
+      if (job.kind === 'video' && this.opts.requeueOnRestart) {
+        this.store.requeue(job.id);
+        this.log.warn({ jobId: job.id }, 'requeued a job that was running when the server stopped');
+      } else {
+        this.store.fail(job.id, { code: 'server_restarted', message: 'the server stopped while this job was running; it did not finish' }, at);
+        this.log.warn({ jobId: job.id }, 'marked a job that was running when the server stopped as failed');
+      }
+    }
+    for (const job of this.store.jobsWithStatus('queued')) {
+      if (job.kind === 'image') {
+        // Image requests are answered on their HTTP connection, which is gone.
+        this.store.fail(job.id, { code: 'server_restarted', message: 'the server stopped before this image request ran' }, at);
+        continue;
+      }
+      const a = new ActiveJob(job.id, 'video', job.params, this.filesFor(job.id, 'video', job.params), undefined);
+      this.active.set(a.id, a);
+      this.queue.push(a);
+    }
+    this.metrics.queueDepth.set(this.queue.length);
+  }
+
+  /** Removes files no job or image record points to (left by a crash between writing and recording). */
+  private async sweepOrphans(): Promise<void> {
+    const known = this.store.knownIds();
+    for (const dir of [this.layout.videos, this.layout.images, this.layout.inputs]) {
+      for (const name of await readdir(dir)) {
+        const id = name.replace(/(_\d+)?\..*$/, '');
+        if (!isValidId(id) || !known.has(id) || name.endsWith('.partial') || name.includes('.partial.')) {
+          await rm(join(dir, name), { force: true, recursive: true });
+        }
+      }
+    }
+  }
+
+  private async startWorker(): Promise<void> {
+    const w = new WorkerProcess();
+    w.on('message', (m) => this.onWorkerMessage(m));
+    w.on('exit', (code, signal) => this.onWorkerExit(w, code, signal));
+    const { info, loadSeconds } = await w.start(this.opts.load, this.opts.workerEnv);
+    if (this.closing) {
+      await w.stop(1000);
+      return;
+    }
+    this.worker = w;
+    this.infoValue = info;
+    this.metrics.workerUp.set(1);
+    this.log.info({ pid: w.pid, model: info.modelPath, pipeline: info.pipelineClass, loadSeconds }, 'worker ready');
+    this.pump();
+  }
+
+  private scheduleRestart(): void {
+    if (this.closing || this.restartTimer) return;
+    const delay = Math.min(30_000, 250 * 2 ** this.restartAttempts);
+    this.restartAttempts++;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.startWorker().then(
+        () => {
+          this.restartAttempts = 0;
+        },
+        (err: Error) => {
+          this.log.error({ err: err.message, attempt: this.restartAttempts }, 'worker restart failed');
+          this.scheduleRestart();
+        },
+      );
+    }, delay);
+  }
+
+  // ---------------------------------------------------------------------------------------------- jobs
+
+  private filesFor(id: string, kind: ActiveKind, params: JobParams, imageIds: string[] = []): JobFiles {
+    const inputs = Array.from({ length: params.generation.inputImages }, (_, i) => this.layout.inputFile(id, i));
+    if (kind === 'video') return { video: this.layout.videoFile(id), thumbnail: this.layout.thumbnailFile(id), inputs };
+    if (kind === 'image') {
+      const format = params.output.format as ImageFormat;
+      return { images: imageIds.map((imgId) => ({ id: imgId, path: this.layout.imageFile(imgId, format) })), inputs };
+    }
+    return { inputs: [] };
+  }
+
+  private checkAccepting(): void {
+    if (this.closing) throw new UnavailableError('the server is shutting down');
+  }
+
+  private checkCapacity(): void {
+    if (this.queue.length >= this.opts.maxQueue) {
+      const retry = Math.min(3600, Math.max(1, Math.ceil(this.meanJobSeconds * (1 + (this.running ? 1 : 0)))));
+      throw new QueueFullError(this.opts.maxQueue, retry);
+    }
+  }
+
+  /** Accepts a job: stores it as queued and puts it at the end of the queue. */
+  async submit(spec: SubmitSpec): Promise<ActiveJob> {
+    this.checkAccepting();
+    this.checkCapacity();
+    const id = newId(spec.kind === 'video' ? 'video' : 'imgreq');
+    const imageIds = spec.kind === 'image' ? Array.from({ length: spec.params.generation.numOutputs }, () => newId('img')) : [];
+    const files = this.filesFor(id, spec.kind, spec.params, imageIds);
+    try {
+      if (spec.inputs) {
+        await Promise.all(
+          spec.inputs.map((img, i) =>
+            sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+              .png({ compressionLevel: 1 })
+              .toFile(files.inputs[i] as string),
+          ),
+        );
+      } else if (spec.inputsFrom) {
+        for (let i = 0; i < files.inputs.length; ++i) await copyFile(this.layout.inputFile(spec.inputsFrom, i), files.inputs[i] as string);
+      }
+      // Re-checked: other requests may have filled the queue while the inputs were written.
+      this.checkAccepting();
+      this.checkCapacity();
+    } catch (err) {
+      await Promise.all(files.inputs.map((f) => rm(f, { force: true })));
+      throw err;
+    }
+    this.store.insertJob({
+      id,
+      kind: spec.kind,
+      model: spec.model,
+      prompt: spec.params.generation.prompt,
+      params: spec.params,
+      createdAt: nowS(),
+      remixedFrom: spec.remixedFrom ?? null,
+    });
+    const job = new ActiveJob(id, spec.kind, spec.params, files, spec.requestId);
+    this.active.set(id, job);
+    this.queue.push(job);
+    this.metrics.queueDepth.set(this.queue.length);
+    this.log.info({ jobId: id, kind: spec.kind, reqId: spec.requestId, queueDepth: this.queue.length }, 'job queued');
+    this.pump();
+    return job;
+  }
+
+  /** Runs a 1-step tiny generation ahead of the queued jobs (GET /health_generate). */
+  probe(): ActiveJob {
+    this.checkAccepting();
+    const d = this.info.defaults;
+    const side = (v: number) => Math.max(16, Math.floor(Math.min(v, 128) / 16) * 16);
+    const params: JobParams = {
+      generation: {
+        prompt: 'health check',
+        width: side(d.width),
+        height: side(d.height),
+        numFrames: 1,
+        fps: d.fps,
+        numInferenceSteps: 1,
+        guidanceScale: d.guidanceScale,
+        seed: 0,
+        numOutputs: 1,
+        inputImages: 0,
+      },
+      output: { format: 'png', quality: 75, partialImages: 0 },
+    };
+    const job = new ActiveJob(newId('imgreq'), 'probe', params, { inputs: [] }, undefined);
+    this.active.set(job.id, job);
+    this.queue.unshift(job);
+    this.pump();
+    return job;
+  }
+
+  private pump(): void {
+    if (this.running || this.closing || !this.worker?.alive) return;
+    const job = this.queue.shift();
+    if (!job) return;
+    this.metrics.queueDepth.set(this.queue.length);
+    this.running = job;
+    job.running = true;
+    if (job.kind !== 'probe') this.store.markStarted(job.id, nowS());
+    this.progressWritten.set(job.id, 0);
+    job.startedAtMs = performance.now();
+    this.worker.send({ type: 'run', jobId: job.id, kind: job.kind, params: job.params, files: job.files });
+    this.log.info({ jobId: job.id, kind: job.kind, reqId: job.requestId }, 'job started');
+  }
+
+  private onWorkerMessage(m: FromWorker): void {
+    if (m.type === 'memory') {
+      this.metrics.recordMemory(m.memory);
+      return;
+    }
+    if (m.type === 'ready' || m.type === 'load_failed') return;
+    const job = this.active.get(m.jobId);
+    if (!job) return;
+    switch (m.type) {
+      case 'started': {
+        const g = job.params.generation;
+        if (g.numFrames !== m.numFrames || g.width !== m.width || g.height !== m.height || g.fps !== m.fps) {
+          job.params = { ...job.params, generation: { ...g, numFrames: m.numFrames, width: m.width, height: m.height, fps: m.fps } };
+          if (job.kind !== 'probe' && !job.deleted) this.store.updateParams(job.id, job.params);
+        }
+        break;
+      }
+      case 'progress': {
+        this.metrics.recordMemory(m.memory);
+        if (m.stage === 'denoise' && m.step > 0) this.metrics.stepSeconds.observe(m.stepMs / 1000);
+        const progress =
+          m.stage === 'denoise' && m.totalSteps > 0 ? 5 + Math.round((85 * m.step) / m.totalSteps) : (STAGE_PROGRESS[m.stage] ?? 0);
+        if (job.kind !== 'probe' && !job.deleted && progress > (this.progressWritten.get(job.id) ?? 0)) {
+          this.store.setProgress(job.id, progress);
+          this.progressWritten.set(job.id, progress);
+        }
+        job.emit('progress', { progress, stage: m.stage, step: m.step, totalSteps: m.totalSteps });
+        break;
+      }
+      case 'partial':
+        if (!job.deleted) job.emit('partial', m.index, m.images);
+        break;
+      case 'done':
+        void this.finish(job, m.outcome);
+        break;
+      case 'failed':
+        void this.fail(job, m.error);
+        break;
+    }
+  }
+
+  private release(job: ActiveJob): void {
+    this.active.delete(job.id);
+    this.progressWritten.delete(job.id);
+    if (this.running === job) {
+      this.running = null;
+      if (job.startedAtMs !== null) {
+        this.meanJobSeconds = 0.7 * this.meanJobSeconds + (0.3 * (performance.now() - job.startedAtMs)) / 1000;
+      }
+    }
+    this.pump();
+  }
+
+  private async removeFiles(job: ActiveJob): Promise<void> {
+    const f = job.files;
+    const paths = [f.video, f.thumbnail, ...(f.images ?? []).map((i) => i.path), ...f.inputs].filter((p): p is string => !!p);
+    await Promise.all(paths.map((p) => rm(p, { force: true })));
+  }
+
+  private async finish(job: ActiveJob, outcome: JobOutcome): Promise<void> {
+    const kind = job.kind;
+    this.release(job);
+    if (job.deleted) {
+      await this.removeFiles(job);
+      return;
+    }
+    for (const [stage, ms] of Object.entries(outcome.timings)) this.metrics.stageSeconds.observe({ stage }, ms / 1000);
+    if (kind === 'probe') {
+      job.resolve({ record: null, images: [], outcome });
+      return;
+    }
+    const completedAt = nowS();
+    const expiresAt = this.opts.retentionSeconds === null ? null : completedAt + this.opts.retentionSeconds;
+    const format = job.params.output.format as ImageFormat;
+    const images: ImageRecord[] = outcome.images.map((im, index) => ({
+      id: im.id,
+      jobId: job.id,
+      index,
+      format,
+      width: im.width,
+      height: im.height,
+      bytes: im.bytes,
+      createdAt: completedAt,
+      expiresAt,
+      expired: false,
+    }));
+    this.store.complete(job.id, { completedAt, expiresAt, inferenceTimeS: outcome.inferenceTimeS, peakMemoryMb: outcome.peakMemoryMb, images });
+    this.metrics.jobsFinished.inc({ kind, outcome: 'completed' });
+    this.metrics.jobSeconds.observe({ kind }, outcome.inferenceTimeS);
+    this.log.info({ jobId: job.id, kind, reqId: job.requestId, inferenceTimeS: outcome.inferenceTimeS }, 'job completed');
+    job.resolve({ record: this.store.getJob(job.id), images, outcome });
+  }
+
+  /**
+   * Records a job that ended without output. Store updates happen before any await, so a shutdown that
+   * closes the database right after cannot interleave.
+   */
+  private async fail(job: ActiveJob, reported: JobError): Promise<void> {
+    this.release(job);
+    let error = reported;
+    if (this.closing && !job.deleted && (error.code === 'cancelled' || error.code === 'worker_crashed')) {
+      error = { code: 'server_shutdown', message: 'the server shut down before this job finished' };
+    }
+    if (job.kind !== 'probe') {
+      this.metrics.jobsFinished.inc({ kind: job.kind, outcome: error.code === 'cancelled' ? 'cancelled' : 'failed' });
+    }
+    if (!job.deleted) {
+      if (job.kind === 'video' && error.code === 'server_shutdown' && this.opts.requeueOnRestart) {
+        this.store.requeue(job.id);
+        this.log.warn({ jobId: job.id }, 'running job interrupted by shutdown; requeued for the next start');
+        await rm(job.files.video as string, { force: true });
+        await rm(job.files.thumbnail as string, { force: true });
+        job.reject(new JobFailedError(error));
+        return;
+      }
+      if (job.kind === 'image' && error.code === 'invalid_request') {
+        // A request the pipeline rejected leaves nothing behind; the client gets a 400.
+        this.store.deleteJob(job.id);
+      } else if (job.kind !== 'probe') {
+        this.store.fail(job.id, error, nowS());
+      }
+      this.log.warn({ jobId: job.id, kind: job.kind, reqId: job.requestId, code: error.code, err: error.message }, 'job failed');
+      job.reject(new JobFailedError(error));
+    }
+    await this.removeFiles(job);
+  }
+
+  private onWorkerExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.worker !== w) return;
+    this.worker = null;
+    this.metrics.workerUp.set(0);
+    const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+    const job = this.running;
+    if (job) {
+      void this.fail(job, {
+        code: 'worker_crashed',
+        message: `the worker process died while running this job (${how}); the job did not finish`,
+      });
+    }
+    if (this.closing) return;
+    this.metrics.workerRestarts.inc();
+    this.log.error({ how, jobId: job?.id }, 'worker process died; restarting it');
+    this.scheduleRestart();
+  }
+
+  // ---------------------------------------------------------------------------------------------- queries
+
+  getJob(id: string): JobRecord | null {
+    return isValidId(id) ? this.store.getJob(id) : null;
+  }
+
+  getImage(id: string): ImageRecord | null {
+    return isValidId(id, 'img') ? this.store.getImage(id) : null;
+  }
+
+  /**
+   * Cancels a queued or running job and deletes it with its files. A running job stops at its next step;
+   * whatever it still writes is removed when the worker reports back.
+   */
+  async deleteJob(id: string): Promise<boolean> {
+    const record = this.getJob(id);
+    const job = this.active.get(id);
+    if (!record && !job) return false;
+    if (job) {
+      job.deleted = true;
+      const qi = this.queue.indexOf(job);
+      if (qi >= 0) {
+        this.queue.splice(qi, 1);
+        this.active.delete(id);
+        this.metrics.queueDepth.set(this.queue.length);
+        this.metrics.jobsFinished.inc({ kind: job.kind, outcome: 'cancelled' });
+      } else if (job.running) {
+        this.worker?.send({ type: 'cancel', jobId: id });
+      }
+      job.reject(new JobFailedError({ code: 'cancelled', message: 'the job was cancelled' }));
+    }
+    const images = this.store.deleteJob(id);
+    const paths = images.map((im) => this.layout.imageFile(im.id, im.format));
+    if (record?.kind === 'video' || job?.kind === 'video') paths.push(this.layout.videoFile(id), this.layout.thumbnailFile(id));
+    const inputs = record?.params.generation.inputImages ?? 0;
+    for (let i = 0; i < inputs; ++i) paths.push(this.layout.inputFile(id, i));
+    await Promise.all(paths.map((p) => rm(p, { force: true })));
+    this.log.info({ jobId: id, wasRunning: job?.running ?? false }, 'job deleted');
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------- retention
+
+  /** Removes the files of jobs and images past expires_at (their records stay, marked expired). */
+  async expireFiles(): Promise<number> {
+    const { jobs, images } = this.store.expiredFiles(nowS());
+    const paths: string[] = [];
+    for (const j of jobs) {
+      if (j.kind === 'video') paths.push(this.layout.videoFile(j.id), this.layout.thumbnailFile(j.id));
+      for (let i = 0; i < j.params.generation.inputImages; ++i) paths.push(this.layout.inputFile(j.id, i));
+    }
+    for (const im of images) paths.push(this.layout.imageFile(im.id, im.format));
+    await Promise.all(paths.map((p) => rm(p, { force: true })));
+    if (jobs.length + images.length > 0) {
+      this.store.markFilesExpired(
+        jobs.map((j) => j.id),
+        images.map((i) => i.id),
+      );
+      this.log.info({ jobs: jobs.length, images: images.length }, 'expired output files removed');
+    }
+    return jobs.length + images.length;
+  }
+
+  // ---------------------------------------------------------------------------------------------- shutdown
+
+  /**
+   * Stops accepting work, gives the running job up to shutdownTimeoutMs to finish, then cancels it
+   * (failed, or requeued with requeueOnRestart); queued video jobs stay queued for the next start.
+   */
+  close(): Promise<void> {
+    if (!this.closed) this.closed = this.doClose();
+    return this.closed;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closing = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    for (const job of this.queue.splice(0)) {
+      this.active.delete(job.id);
+      if (job.kind === 'video') continue;
+      if (job.kind === 'image') this.store.deleteJob(job.id);
+      await this.removeFiles(job);
+      job.reject(new UnavailableError('the server shut down before this request ran'));
+    }
+    this.metrics.queueDepth.set(0);
+    const running = this.running;
+    if (running) {
+      const settled = running.result.then(
+        () => true,
+        () => true,
+      );
+      const timeout = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms).unref());
+      this.log.info({ jobId: running.id, timeoutMs: this.opts.shutdownTimeoutMs }, 'waiting for the running job before shutdown');
+      if (!(await Promise.race([settled, timeout(this.opts.shutdownTimeoutMs)]))) {
+        this.worker?.send({ type: 'cancel', jobId: running.id });
+        await Promise.race([settled, timeout(2000)]);
+      }
+    }
+    await this.worker?.stop(5000);
+    this.worker = null;
+    this.metrics.workerUp.set(0);
+    this.store.close();
+  }
+}

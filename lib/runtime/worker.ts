@@ -1,0 +1,180 @@
+// The worker process: loads the pipeline once and runs one job at a time for the server process, reporting
+// progress per denoising step and writing the encoded outputs to the paths the server chose.
+// Started by WorkerProcess (worker-process.ts) with child_process.fork; talks over IPC only.
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+
+import { memoryStats } from '../engine/tensor.js';
+import { decodeImage, encodeImage, type ImageFormat } from '../encode/image.js';
+import { encodeMp4, encodeThumbnail } from '../encode/video.js';
+import { loadPipeline } from '../pipelines/load.js';
+import { type GenerateRequest, type Pipeline, type Progress, RequestError, type RgbImage } from '../pipelines/types.js';
+import {
+  type FromWorker,
+  type JobError,
+  type JobFiles,
+  type JobKind,
+  type JobParams,
+  type LoadOptions,
+  type MemorySample,
+  previewSteps,
+  type ToWorker,
+} from './protocol.js';
+
+let pipeline: Pipeline | null = null;
+const controllers = new Map<string, AbortController>();
+
+function send(msg: FromWorker): void {
+  if (process.connected) process.send?.(msg);
+}
+
+function memorySample(): MemorySample {
+  const mem = process.memoryUsage();
+  const stats = memoryStats() as { hostBytes: number; deviceBytes: number };
+  return { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, hostTensorBytes: stats.hostBytes, deviceTensorBytes: stats.deviceBytes };
+}
+
+async function load(options: LoadOptions): Promise<void> {
+  const t0 = performance.now();
+  try {
+    pipeline = await loadPipeline(options.modelPath, {
+      device: options.device,
+      componentPaths: options.componentPaths,
+      textEncoderCpuOffload: options.textEncoderCpuOffload,
+    });
+    if (options.warmup) {
+      const d = pipeline.info.defaults;
+      await pipeline.generate(
+        pipeline.validate({ prompt: 'warmup', width: d.width, height: d.height, numFrames: 1, numInferenceSteps: 1, seed: 0 }),
+      );
+    }
+    send({ type: 'ready', info: pipeline.info, loadSeconds: (performance.now() - t0) / 1000 });
+  } catch (err) {
+    send({ type: 'load_failed', message: err instanceof Error ? err.message : String(err) });
+  }
+}
+
+async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
+  const tmp = `${path}.partial`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+function jobError(err: unknown, signal: AbortSignal): JobError {
+  if (signal.aborted) return { code: 'cancelled', message: 'the job was cancelled' };
+  if (err instanceof RequestError) return { code: 'invalid_request', message: err.message, param: err.param };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'generation_failed', message: `generation failed: ${message}` };
+}
+
+async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, files: JobFiles): Promise<void> {
+  const controller = new AbortController();
+  controllers.set(jobId, controller);
+  const written: string[] = [];
+  try {
+    if (!pipeline) throw new Error('no pipeline loaded');
+    const p = pipeline;
+    const g = params.generation;
+    const inputs: RgbImage[] = [];
+    for (const path of files.inputs) inputs.push(await decodeImage(await readFile(path), { param: 'input image' }));
+    const format = params.output.format;
+    const previewAt = kind === 'image' && format !== 'mp4' ? previewSteps(g.numInferenceSteps, params.output.partialImages) : new Set<number>();
+    let previewIndex = 0;
+    const onProgress = async (pr: Progress): Promise<void> => {
+      send({ type: 'progress', jobId, stage: pr.stage, step: pr.step, totalSteps: pr.totalSteps, stepMs: pr.stepMs, memory: memorySample() });
+      if (pr.stage === 'denoise' && previewAt.has(pr.step) && pr.preview && format !== 'mp4') {
+        const frames = pr.preview();
+        const images = await Promise.all(frames.map((f) => encodeImage(f, format as ImageFormat, params.output.quality)));
+        send({ type: 'partial', jobId, index: previewIndex++, images });
+      }
+      // Let IPC messages (cancel) in between steps; a cancelled job stops here, at the step boundary.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      controller.signal.throwIfAborted();
+    };
+    const request: GenerateRequest = p.validate({
+      prompt: g.prompt,
+      negativePrompt: g.negativePrompt,
+      width: g.width,
+      height: g.height,
+      numFrames: g.numFrames,
+      fps: g.fps,
+      numInferenceSteps: g.numInferenceSteps,
+      guidanceScale: g.guidanceScale,
+      numOutputs: g.numOutputs,
+      seed: g.seed,
+      images: inputs.length > 0 ? inputs : undefined,
+    });
+    send({
+      type: 'started',
+      jobId,
+      numFrames: request.numFrames ?? g.numFrames,
+      width: request.width ?? g.width,
+      height: request.height ?? g.height,
+      fps: request.fps ?? g.fps,
+    });
+    const t0 = performance.now();
+    const result = await p.generate({ ...request, onProgress, signal: controller.signal });
+    const inferenceTimeS = (performance.now() - t0) / 1000;
+    const te = performance.now();
+    const images: Array<{ id: string; width: number; height: number; bytes: number }> = [];
+    if (kind === 'video') {
+      const frames = result.outputs[0];
+      if (!frames || frames.length === 0 || !files.video || !files.thumbnail) throw new Error('the pipeline returned no frames');
+      written.push(files.video, files.thumbnail);
+      await encodeMp4(frames, { fps: result.fps, quality: params.output.quality }, files.video);
+      await writeAtomic(files.thumbnail, await encodeThumbnail(frames[0] as RgbImage));
+    } else if (kind === 'image') {
+      const targets = files.images ?? [];
+      if (result.outputs.length !== targets.length) {
+        throw new Error(`the pipeline returned ${result.outputs.length} outputs for ${targets.length} requested`);
+      }
+      for (let i = 0; i < targets.length; ++i) {
+        const target = targets[i] as { id: string; path: string };
+        const img = (result.outputs[i] as RgbImage[])[0] as RgbImage;
+        const bytes = await encodeImage(img, format as ImageFormat, params.output.quality);
+        written.push(target.path);
+        await writeAtomic(target.path, bytes);
+        images.push({ id: target.id, width: img.width, height: img.height, bytes: bytes.length });
+      }
+    }
+    const timings = { ...result.timings, encode_output: performance.now() - te };
+    send({
+      type: 'done',
+      jobId,
+      outcome: {
+        width: result.width,
+        height: result.height,
+        numFrames: result.numFrames,
+        fps: result.fps,
+        inferenceTimeS,
+        peakMemoryMb: result.peakMemoryMb,
+        timings,
+        images,
+      },
+    });
+  } catch (err) {
+    await Promise.all(written.flatMap((f) => [rm(f, { force: true }), rm(`${f}.partial`, { force: true })]));
+    send({ type: 'failed', jobId, error: jobError(err, controller.signal) });
+  } finally {
+    controllers.delete(jobId);
+    send({ type: 'memory', memory: memorySample() });
+  }
+}
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.type) {
+    case 'load':
+      void load(msg.options);
+      break;
+    case 'run':
+      void run(msg.jobId, msg.kind, msg.params, msg.files);
+      break;
+    case 'cancel':
+      controllers.get(msg.jobId)?.abort();
+      break;
+  }
+});
+
+// The server went away (crashed or killed): nothing left to work for.
+process.on('disconnect', () => process.exit(0));
+// Ctrl-C reaches the whole process group; the server decides how running work ends (it sends SIGTERM).
+process.on('SIGINT', () => {});

@@ -1,0 +1,101 @@
+// Options of createServer (the `serve` command's flags map onto these), with their defaults.
+import type { Writable } from 'node:stream';
+
+export interface ServerOptions {
+  /** local diffusers folder, Hugging Face repo id, or demo:<family> */
+  modelPath: string;
+  /** where jobs, images, videos and the job database live (default ./outputs) */
+  outputPath?: string;
+  device?: 'cpu' | 'cuda' | 'auto';
+  /** component folder overrides, e.g. { vae: '/models/other-vae' } (the --<component>-path flags) */
+  componentPaths?: Record<string, string>;
+  /** release the text encoder after each prompt encoding (always done on the CPU) */
+  textEncoderCpuOffload?: boolean;
+  /** number of GPUs (worker ranks); reported by /models */
+  numGpus?: number;
+  /** require `Authorization: Bearer <apiKey>` on every route but /health (default: $NODE_DIFFUSION_API_KEY) */
+  apiKey?: string | null;
+  /** CORS: false (default), true (any origin) or a list of allowed origins */
+  cors?: boolean | string[];
+  /** queued jobs accepted before 429 (default 256) */
+  maxQueue?: number;
+  /** requeue video jobs that were running when the server stopped instead of failing them */
+  requeueOnRestart?: boolean;
+  /** seconds after completion when output files are deleted (default: kept) */
+  outputRetentionSeconds?: number | null;
+  /** how long shutdown waits for the running job (default 30 s) */
+  shutdownTimeoutMs?: number;
+  /** let /v1/images/edits and /v1/videos fetch http(s) image URLs (default off; data: URLs always work) */
+  allowUrlFetch?: boolean;
+  /** largest accepted upload or fetched image, bytes (default 20 MiB) */
+  maxUploadBytes?: number;
+  /** largest accepted decoded input image, pixels (default 4096 x 4096) */
+  maxInputPixels?: number;
+  /** run a 1-step generation before reporting ready */
+  warmup?: boolean;
+  /** pino level: fatal, error, warn, info, debug, trace, silent (default info) */
+  logLevel?: string;
+  /** where logs go (default stdout) */
+  logStream?: Writable;
+  /** environment of the worker process (default: this process's) */
+  workerEnv?: NodeJS.ProcessEnv;
+}
+
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds'>> & {
+  apiKey: string | null;
+  outputRetentionSeconds: number | null;
+  logStream?: Writable;
+  workerEnv?: NodeJS.ProcessEnv;
+};
+
+export const DEFAULTS = {
+  outputPath: './outputs',
+  device: 'auto',
+  maxQueue: 256,
+  shutdownTimeoutMs: 30_000,
+  maxUploadBytes: 20 * 1024 * 1024,
+  maxInputPixels: 4096 * 4096,
+  logLevel: 'info',
+} as const;
+
+export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
+  if (!o.modelPath) throw new Error('modelPath is required');
+  const apiKey = o.apiKey === undefined ? (process.env.NODE_DIFFUSION_API_KEY ?? null) : o.apiKey;
+  const r: ResolvedServerOptions = {
+    modelPath: o.modelPath,
+    outputPath: o.outputPath ?? DEFAULTS.outputPath,
+    device: o.device ?? DEFAULTS.device,
+    componentPaths: o.componentPaths ?? {},
+    textEncoderCpuOffload: o.textEncoderCpuOffload ?? false,
+    numGpus: o.numGpus ?? 1,
+    apiKey: apiKey === '' ? null : apiKey,
+    cors: o.cors ?? false,
+    maxQueue: o.maxQueue ?? DEFAULTS.maxQueue,
+    requeueOnRestart: o.requeueOnRestart ?? false,
+    outputRetentionSeconds: o.outputRetentionSeconds ?? null,
+    shutdownTimeoutMs: o.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs,
+    allowUrlFetch: o.allowUrlFetch ?? false,
+    maxUploadBytes: o.maxUploadBytes ?? DEFAULTS.maxUploadBytes,
+    maxInputPixels: o.maxInputPixels ?? DEFAULTS.maxInputPixels,
+    warmup: o.warmup ?? false,
+    logLevel: o.logLevel ?? DEFAULTS.logLevel,
+    logStream: o.logStream,
+    workerEnv: o.workerEnv,
+  };
+  const positiveInt = (name: string, v: number) => {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, got ${v}`);
+  };
+  positiveInt('maxQueue', r.maxQueue);
+  positiveInt('maxUploadBytes', r.maxUploadBytes);
+  positiveInt('maxInputPixels', r.maxInputPixels);
+  positiveInt('numGpus', r.numGpus);
+  if (r.numGpus > 1) {
+    throw new Error(`--num-gpus ${r.numGpus}: multi-GPU workers are not available in this build; serve with one GPU (--num-gpus 1)`);
+  }
+  if (!(r.shutdownTimeoutMs >= 0)) throw new Error(`shutdownTimeoutMs must be >= 0, got ${r.shutdownTimeoutMs}`);
+  if (r.outputRetentionSeconds !== null && !(r.outputRetentionSeconds > 0)) {
+    throw new Error(`outputRetentionSeconds must be > 0, got ${r.outputRetentionSeconds}`);
+  }
+  if (!['cpu', 'cuda', 'auto'].includes(r.device)) throw new Error(`device must be cpu, cuda or auto, got ${r.device}`);
+  return r;
+}
