@@ -1,3 +1,4 @@
 // Imports every module that registers check runners; the `check` command and the tests import
 // this file. A pipeline adds its checks with one import line here.
 import './tokenize.js';
+import './wan.js';
