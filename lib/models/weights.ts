@@ -47,10 +47,11 @@ export class ModelParams {
   }
 
   private fetch(name: string, shape: number[]): Tensor {
-    if (!this.source.has(name)) throw new WeightMismatchError(this.component, `weight '${name}' [${shape}] is missing from the checkpoint`);
+    const fmt = (dims: number[]) => `[${dims.join(', ')}]`;
+    if (!this.source.has(name)) throw new WeightMismatchError(this.component, `weight '${name}' ${fmt(shape)} is missing from the checkpoint`);
     const info = this.source.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-      throw new WeightMismatchError(this.component, `weight '${name}' has shape [${info.shape}], the config needs [${shape}]`);
+      throw new WeightMismatchError(this.component, `weight '${name}' has shape ${fmt(info.shape)}, the config needs ${fmt(shape)}`);
     if (!FLOAT_DTYPES.includes(info.dtype))
       throw new WeightMismatchError(this.component, `weight '${name}' is ${info.dtype}; float32, bfloat16 or float16 expected`);
     this.used.add(name);
