@@ -49,7 +49,8 @@ export function fromZod(err: ZodError): ApiError {
     return badRequest(`Unrecognized request argument supplied: ${keys}`, issue.keys[0] ?? null, 'unknown_parameter');
   }
   const param = zodPath(issue.path);
-  if (issue.code === 'invalid_type' && issue.input === undefined) {
+  // zod reports an absent key as a type error on `undefined`
+  if (issue.code === 'invalid_type' && / received undefined$/.test(issue.message)) {
     return badRequest(`Missing required parameter: '${param}'.`, param, 'missing_required_parameter');
   }
   return badRequest(param ? `Invalid value for '${param}': ${issue.message}` : issue.message, param);
