@@ -264,9 +264,11 @@ export class WanPipeline implements Pipeline {
 
   /** Prompt rows repeated per output, in diffusers' order (each prompt's outputs together). */
   private static repeatRows(embeds: Tensor, from: number, count: number, times: number): Tensor {
-    const rows: Tensor[] = [];
-    for (let i = from; i < from + count; ++i) for (let k = 0; k < times; ++k) rows.push(embeds.slice(0, i, i + 1));
-    return concat(rows, 0);
+    return scope(() => {
+      const rows: Tensor[] = [];
+      for (let i = from; i < from + count; ++i) for (let k = 0; k < times; ++k) rows.push(embeds.slice(0, i, i + 1));
+      return concat(rows, 0);
+    });
   }
 
   async run(p: WanRunParams): Promise<WanRunResult> {
@@ -430,10 +432,11 @@ export class WanPipeline implements Pipeline {
   }
 }
 
-/** [B, F, H, W, 3] floats in [0, 1] -> per output, its frames as 8-bit RGB (x * 255 rounded). */
+/** [B, F, H, W, 3] floats in [0, 1] -> per output, its frames as 8-bit RGB (x * 255 rounded, as diffusers' numpy_to_pil). */
 export function toRgbFrames(video: Tensor): RgbImage[][] {
   const [b, f, h, w] = video.shape as [number, number, number, number];
-  const bytes = scope(() => mul(video, 255).to('uint8').contiguous().data() as Uint8Array);
+  // the float -> uint8 cast truncates, so add 0.5 first
+  const bytes = scope(() => affine(video, 255, 0.5).to('uint8').contiguous().data() as Uint8Array);
   const frame = h * w * 3;
   return Array.from({ length: b }, (_, i) =>
     Array.from({ length: f }, (_, j) => ({ width: w, height: h, data: bytes.slice((i * f + j) * frame, (i * f + j + 1) * frame) })),

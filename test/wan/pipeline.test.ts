@@ -1,0 +1,225 @@
+// WanPipeline through loadPipeline('demo:wan'): request validation, seeded determinism, output
+// types, progress and cancellation, memory release, and the demo model cache.
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+
+import * as E from '../../lib/engine/index.js';
+import { demoModelDir, loadPipeline } from '../../lib/pipelines/load.js';
+import { type GenerateRequest, type Pipeline, type Progress, RequestError } from '../../lib/pipelines/types.js';
+import { WAN_DEFAULT_NEGATIVE_PROMPT, WanPipeline } from '../../lib/pipelines/wan.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'nd-wan-pipeline-'));
+process.env.ND_DEMO_CACHE = join(tmp, 'demo');
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+const SMALL: GenerateRequest = { prompt: 'a red fox trotting through snow', width: 48, height: 32, numFrames: 5, numInferenceSteps: 2 };
+
+let pipeline: Pipeline;
+t.before(async () => {
+  pipeline = await loadPipeline('demo:wan');
+});
+t.teardown(() => pipeline.dispose());
+
+const bytesOf = (r: { outputs: Array<Array<{ data: Uint8Array }>> }) => r.outputs.map((frames) => Buffer.concat(frames.map((f) => f.data)));
+
+t.test('pipeline info and defaults', async (tt) => {
+  tt.match(pipeline.info, {
+    modelPath: 'demo:wan',
+    pipelineClass: 'WanPipeline',
+    pipelineName: 'WanPipeline',
+    taskType: 'T2V',
+    device: 'cpu',
+    ditPrecision: 'fp32',
+    vaePrecision: 'fp32',
+    maxInputImages: 0,
+  });
+  // the demo folder sizes its defaults for speed; everything else is Wan2.1's
+  tt.same(pipeline.info.defaults, { width: 64, height: 64, numFrames: 17, fps: 16, numInferenceSteps: 4, guidanceScale: 3, negativePrompt: WAN_DEFAULT_NEGATIVE_PROMPT });
+  tt.ok(WAN_DEFAULT_NEGATIVE_PROMPT.startsWith('Bright tones, overexposed, static, blurred details'), 'upstream default negative prompt');
+});
+
+t.test('generate: frames of the requested size, deterministic per seed, seed + i per output', async (tt) => {
+  const a = await pipeline.generate({ ...SMALL, seed: 7 });
+  tt.equal(a.outputs.length, 1);
+  tt.equal(a.outputs[0]!.length, 5, '5 frames');
+  for (const f of a.outputs[0]!) tt.same([f.width, f.height, f.data.length], [48, 32, 48 * 32 * 3]);
+  tt.same([a.width, a.height, a.numFrames, a.fps, a.seed], [48, 32, 5, 16, 7]);
+  tt.ok(a.timings.encode_prompt! >= 0 && a.timings.denoise! > 0 && a.timings.decode! > 0, 'stage timings');
+  tt.ok(a.peakMemoryMb > 0, 'peak memory reported');
+  const again = await pipeline.generate({ ...SMALL, seed: 7 });
+  tt.ok(bytesOf(a)[0]!.equals(bytesOf(again)[0]!), 'same seed, same frames');
+  const other = await pipeline.generate({ ...SMALL, seed: 8 });
+  tt.notOk(bytesOf(a)[0]!.equals(bytesOf(other)[0]!), 'another seed, other frames');
+  const two = await pipeline.generate({ ...SMALL, seed: 7, numOutputs: 2 });
+  tt.equal(two.outputs.length, 2);
+  tt.ok(bytesOf(two)[0]!.equals(bytesOf(a)[0]!), 'output 0 uses the seed');
+  tt.ok(bytesOf(two)[1]!.equals(bytesOf(other)[0]!), 'output 1 uses seed + 1');
+  const image = await pipeline.generate({ ...SMALL, numFrames: 1 });
+  tt.equal(image.outputs[0]!.length, 1, 'one frame');
+});
+
+t.test('output types: latents, float video and their relation to the RGB frames', async (tt) => {
+  const latent = await pipeline.generate({ ...SMALL, outputType: 'latent' });
+  tt.same(latent.latents!.shape, [1, 16, 2, 4, 6]);
+  tt.equal(latent.outputs.length, 0, 'no decode');
+  const float = await pipeline.generate({ ...SMALL, outputType: 'float' });
+  const rgb = await pipeline.generate(SMALL);
+  const video = float.floatOutput!;
+  tt.same(video.shape, [1, 5, 32, 48, 3]);
+  const v = video.toFloat32();
+  tt.ok(v.every((x) => x >= 0 && x <= 1), 'float frames in [0, 1]');
+  const bytes = bytesOf(rgb)[0]!;
+  let maxDiff = 0;
+  let exact = 0;
+  for (let i = 0; i < v.length; ++i) {
+    const d = Math.abs(Math.round(v[i]! * 255) - bytes[i]!);
+    maxDiff = Math.max(maxDiff, d);
+    if (d === 0) ++exact;
+  }
+  tt.equal(maxDiff, 0, `rgb = round(255 x) (${exact}/${v.length} exact)`);
+  const lat = latent.latents!.toArray();
+  tt.same(float.latents!.toArray(), lat, 'same latents whatever the output type');
+  E.disposeAll([latent.latents, float.latents, float.floatOutput]);
+});
+
+t.test('given latents replace the noise and are not modified', async (tt) => {
+  const noise = E.randn([1, 16, 2, 4, 6], { seed: 42 });
+  const copy = noise.toArray();
+  const a = await pipeline.generate({ ...SMALL, latents: noise, seed: 999 });
+  const b = await pipeline.generate({ ...SMALL, seed: 42 });
+  tt.ok(bytesOf(a)[0]!.equals(bytesOf(b)[0]!), 'randn(seed 42) as latents == seed 42');
+  tt.same(noise.toArray(), copy, 'caller latents untouched');
+  noise.dispose();
+});
+
+t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
+  const bad: Array<[Partial<GenerateRequest>, string, RegExp]> = [
+    [{ numFrames: 6 }, 'num_frames', /4k\+1/],
+    [{ numFrames: 0 }, 'num_frames', /integer in \[1, /],
+    [{ width: 70 }, 'size', /multiples of 16/],
+    [{ height: 8 }, 'height', /\[16, 4096\]/],
+    [{ width: 8192 }, 'width', /\[16, 4096\]/],
+    [{ numInferenceSteps: 0 }, 'num_inference_steps', /\[1, 1000\]/],
+    [{ numInferenceSteps: 2.5 }, 'num_inference_steps', /integer/],
+    [{ guidanceScale: -1 }, 'guidance_scale', /\[0, 100\]/],
+    [{ guidanceScale: Number.NaN }, 'guidance_scale', /number/],
+    [{ numOutputs: 11 }, 'n', /\[1, 10\]/],
+    [{ seed: -1 }, 'seed', /seed/],
+    [{ prompt: [] }, 'prompt', /non-empty list/],
+    [{ images: [{ width: 1, height: 1, data: new Uint8Array(3) }] }, 'images', /text-to-video/],
+  ];
+  for (const [patch, param, message] of bad) {
+    let err: unknown;
+    try {
+      pipeline.validate({ ...SMALL, ...patch });
+    } catch (e) {
+      err = e;
+    }
+    tt.ok(err instanceof RequestError, `${JSON.stringify(patch)} -> RequestError`);
+    tt.equal((err as RequestError).param, param);
+    tt.match((err as Error).message, message);
+  }
+  const wrong = E.zeros([1, 16, 3, 4, 6]);
+  tt.throws(() => pipeline.validate({ ...SMALL, latents: wrong }), /latents must be \[1,16,2,4,6\]/);
+  wrong.dispose();
+  await tt.rejects(pipeline.generate({ ...SMALL, numFrames: 6 }), RequestError, 'generate validates too');
+  const v = pipeline.validate({ prompt: 'x' });
+  tt.match(v, { width: 64, height: 64, numFrames: 17, numInferenceSteps: 4, guidanceScale: 3, seed: 42, negativePrompt: WAN_DEFAULT_NEGATIVE_PROMPT });
+});
+
+t.test('progress per stage and step (awaited), cancellation at a step boundary frees everything', async (tt) => {
+  const seen: Array<Pick<Progress, 'stage' | 'step' | 'totalSteps'>> = [];
+  let previewFrames = 0;
+  await pipeline.generate({
+    ...SMALL,
+    numInferenceSteps: 3,
+    onProgress: async (p) => {
+      await new Promise((r) => setTimeout(r, 1));
+      seen.push({ stage: p.stage, step: p.step, totalSteps: p.totalSteps });
+      if (p.stage === 'denoise') {
+        tt.ok(p.stepMs > 0, 'step time');
+        if (p.step === 2) previewFrames = p.preview!().length;
+      }
+    },
+  });
+  tt.same(seen, [
+    { stage: 'encode_prompt', step: 0, totalSteps: 3 },
+    { stage: 'prepare_latents', step: 0, totalSteps: 3 },
+    { stage: 'denoise', step: 1, totalSteps: 3 },
+    { stage: 'denoise', step: 2, totalSteps: 3 },
+    { stage: 'denoise', step: 3, totalSteps: 3 },
+    { stage: 'decode', step: 0, totalSteps: 3 },
+  ]);
+  tt.equal(previewFrames, 5, 'the preview decodes the current latents');
+
+  const live = E.memoryStats().liveTensors;
+  const controller = new AbortController();
+  const steps: number[] = [];
+  await tt.rejects(
+    pipeline.generate({
+      ...SMALL,
+      numInferenceSteps: 4,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.stage !== 'denoise') return;
+        steps.push(p.step);
+        if (p.step === 2) controller.abort();
+      },
+    }),
+    { name: 'AbortError' },
+  );
+  tt.same(steps, [1, 2], 'stopped before step 3');
+  tt.equal(E.memoryStats().liveTensors, live, 'no tensor left behind by the cancelled run');
+});
+
+t.test('the text encoder is released after encoding on the CPU', async (tt) => {
+  const mapped = E.memoryStats().mappedBytes;
+  let during = 0;
+  await pipeline.generate({
+    ...SMALL,
+    onProgress: (p) => {
+      if (p.stage === 'encode_prompt') during = E.memoryStats().mappedBytes;
+    },
+  });
+  tt.equal(during, mapped, 'text encoder unmapped right after encoding');
+  tt.equal(E.memoryStats().mappedBytes, mapped);
+});
+
+t.test('demo cache: generated once, reused, regenerated when incomplete; dispose frees the model', async (tt) => {
+  const dir = await demoModelDir('demo:wan');
+  const index = join(dir, 'model_index.json');
+  const stamp = statSync(index).mtimeMs;
+  tt.equal(await demoModelDir('demo:wan'), dir, 'same folder');
+  tt.equal(statSync(index).mtimeMs, stamp, 'not regenerated');
+  const shard = readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors'));
+  rmSync(index);
+  tt.equal(await demoModelDir('demo:wan'), dir);
+  tt.ok(readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors')).equals(shard), 'deterministic weights');
+  await tt.rejects(loadPipeline('demo:nope'), /unknown demo model 'demo:nope' \(available: demo:wan/);
+
+  const before = E.memoryStats();
+  const p = await loadPipeline(dir);
+  tt.ok(p instanceof WanPipeline, 'a local folder loads the same pipeline');
+  tt.equal(p.info.modelPath, dir);
+  await p.generate({ ...SMALL, numInferenceSteps: 1 });
+  p.dispose();
+  const after = E.memoryStats();
+  tt.equal(after.liveTensors, before.liveTensors, 'dispose frees every tensor');
+  tt.equal(after.mappedBytes, before.mappedBytes, 'and unmaps the weights');
+  await tt.rejects(p.generate(SMALL), /disposed/);
+});
+
+t.test('loadPipeline errors: unknown pipeline class, missing folder, unsupported Wan variants', async (tt) => {
+  const dir = await demoModelDir('demo:wan');
+  const copy = join(tmp, 'copy');
+  cpSync(dir, copy, { recursive: true });
+  const index = JSON.parse(readFileSync(join(copy, 'model_index.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(copy, 'model_index.json'), JSON.stringify({ ...index, _class_name: 'StableDiffusionPipeline' }));
+  await tt.rejects(loadPipeline(copy), /pipeline class StableDiffusionPipeline is not supported \(supported: .*WanPipeline/);
+  writeFileSync(join(copy, 'model_index.json'), JSON.stringify({ ...index, boundary_ratio: 0.875 }));
+  await tt.rejects(loadPipeline(copy), /two-expert Wan2\.2 models/);
+  await tt.rejects(loadPipeline(join(tmp, 'nothing-here')), /nothing-here/);
+  await tt.rejects(loadPipeline('demo:wan', { device: 'tpu' as never }), /unknown device 'tpu'/);
+});
