@@ -6,6 +6,7 @@ export interface Command {
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   check: async () => (await import('./check.js')).command,
+  generate: async () => (await import('./generate.js')).command,
   serve: async () => (await import('./serve.js')).command,
   // subcommands are added here as they land: serve, generate, download, check, bench
 };

@@ -1,0 +1,217 @@
+// node-diffusion generate: one generation from the command line, a thin layer over loadPipeline()
+// and Pipeline.generate(): writes an MP4 (or a PNG for single-frame outputs), shows a progress bar
+// over the denoising steps and prints the stage timings and peak memory.
+import { createHash } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { resolveQuality } from '../encode/image.js';
+import { encodeImage } from '../encode/image.js';
+import { encodeMp4 } from '../encode/video.js';
+import { loadPipeline } from '../pipelines/load.js';
+import { type GenerateRequest, type GenerateResult, RequestError } from '../pipelines/types.js';
+import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
+import type { Command } from './main.js';
+import { createProgress, type Progress } from './progress.js';
+
+export const GENERATE_FLAGS: FlagTable = {
+  'model-path': { type: 'string', help: 'model: local diffusers folder, Hugging Face repo id, or demo:<family> (required)', placeholder: 'path|org/name|demo:wan' },
+  config: { type: 'string', help: 'JSON or YAML file of options (keys as flag names); flags on the command line win', placeholder: 'file' },
+  prompt: { type: 'string', help: 'text prompt', placeholder: 'text' },
+  'negative-prompt': { type: 'string', help: "what to avoid (default: the model's negative prompt)", placeholder: 'text' },
+  height: { type: 'int', help: 'output height in pixels (default: the model\'s)' },
+  width: { type: 'int', help: 'output width in pixels (default: the model\'s)' },
+  'num-frames': { type: 'int', help: 'video frames (Wan: 4k+1; 1 writes a PNG)' },
+  fps: { type: 'int', help: 'frames per second of the video (default: the model\'s)' },
+  'num-inference-steps': { type: 'int', help: 'denoising steps (default: the model\'s)' },
+  'guidance-scale': { type: 'number', help: 'classifier-free guidance scale (default: the model\'s)' },
+  'num-outputs-per-prompt': { type: 'int', help: 'outputs to generate', defaultText: '1' },
+  seed: { type: 'int', help: 'random seed of the initial noise (output i uses seed + i)', defaultText: '42' },
+  'output-path': { type: 'string', help: 'folder to write into', placeholder: 'dir', defaultText: './outputs' },
+  'output-file-name': { type: 'string', help: 'file name (extension added); default from the prompt, time and parameters', placeholder: 'name' },
+  'output-quality': { type: 'string', help: 'video quality preset', choices: ['maximum', 'high', 'medium', 'low', 'default'], defaultText: 'default' },
+  'output-compression': { type: 'int', help: 'quality 0..100, wins over --output-quality' },
+  device: { type: 'string', help: 'where to compute', choices: ['cpu', 'cuda', 'auto'], defaultText: 'auto' },
+  'text-encoder-cpu-offload': { type: 'boolean', help: 'release the text encoder after prompt encoding (always done on the CPU)' },
+  'num-gpus': { type: 'int', help: 'GPUs; only 1 in this build', defaultText: '1' },
+  'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (multi-GPU)', defaultText: '1' },
+  'ring-degree': { type: 'int', help: 'ring-attention degree (multi-GPU)', defaultText: '1' },
+  'enable-cfg-parallel': { type: 'boolean', help: 'run the two CFG branches on two GPUs' },
+  'lora-path': { type: 'string', help: 'LoRA to merge before generating', placeholder: 'file|dir|org/name' },
+};
+
+/** --<component>-path (e.g. --vae-path, --transformer-path) overrides a component folder. */
+const COMPONENT_PATH = /^(?!model-|output-|lora-)([a-z0-9_-]+)-path$/;
+
+/** Flags of subsystems this command accepts only at their neutral value. */
+const NOT_YET: Record<string, { neutral: FlagValue; why: string }> = {
+  'num-gpus': { neutral: 1, why: 'multi-GPU generation is not available in this build' },
+  'ulysses-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
+  'ring-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
+  'enable-cfg-parallel': { neutral: false, why: 'multi-GPU CFG parallelism is not available in this build' },
+  'lora-path': { neutral: '', why: 'LoRA merging is not available in this build' },
+};
+
+export interface GenerateConfig {
+  modelPath: string;
+  device: 'cpu' | 'cuda' | 'auto';
+  componentPaths: Record<string, string>;
+  textEncoderCpuOffload: boolean;
+  outputPath: string;
+  outputFileName: string | null;
+  outputQuality: string | undefined;
+  outputCompression: number | undefined;
+  request: Omit<GenerateRequest, 'onProgress' | 'signal'>;
+}
+
+/** Flags (and the --config file under them) -> what to generate. Throws UsageError on anything wrong. */
+export function generateConfig(argv: readonly string[]): GenerateConfig | 'help' {
+  const cli = parseFlags(argv, GENERATE_FLAGS, { dynamic: COMPONENT_PATH });
+  if (cli.help) return 'help';
+  const file = typeof cli.values.config === 'string' ? readConfigFile(cli.values.config, GENERATE_FLAGS, { dynamic: COMPONENT_PATH }) : null;
+  const v: Record<string, FlagValue> = { ...(file?.values ?? {}), ...cli.values };
+  const componentPaths = { ...(file?.dynamic ?? {}), ...cli.dynamic };
+  for (const [flag, { neutral, why }] of Object.entries(NOT_YET))
+    if (v[flag] !== undefined && v[flag] !== neutral) throw new UsageError(`--${flag}: ${why}`);
+  const modelPath = v['model-path'];
+  if (typeof modelPath !== 'string' || modelPath === '') throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan)');
+  const prompt = v.prompt;
+  if (typeof prompt !== 'string') throw new UsageError('--prompt is required');
+  const num = (flag: string) => v[flag] as number | undefined;
+  const request: GenerateConfig['request'] = { prompt, seed: num('seed') ?? 42 };
+  const fields: Array<[keyof GenerateRequest, string]> = [
+    ['height', 'height'], ['width', 'width'], ['numFrames', 'num-frames'], ['fps', 'fps'],
+    ['numInferenceSteps', 'num-inference-steps'], ['guidanceScale', 'guidance-scale'], ['numOutputs', 'num-outputs-per-prompt'],
+  ];
+  for (const [field, flag] of fields) if (v[flag] !== undefined) (request as Record<string, unknown>)[field] = v[flag];
+  if (typeof v['negative-prompt'] === 'string') request.negativePrompt = v['negative-prompt'];
+  const name = v['output-file-name'] as string | undefined;
+  if (name !== undefined && (name === '' || /[/\\]/.test(name) || name === '.' || name === '..'))
+    throw new UsageError(`--output-file-name: '${name}' must be a plain file name`);
+  return {
+    modelPath,
+    device: (v.device as GenerateConfig['device'] | undefined) ?? 'auto',
+    componentPaths: Object.fromEntries(Object.entries(componentPaths).map(([k, p]) => [k.replace(/-/g, '_'), p])),
+    textEncoderCpuOffload: (v['text-encoder-cpu-offload'] as boolean | undefined) ?? false,
+    outputPath: (v['output-path'] as string | undefined) ?? './outputs',
+    outputFileName: name ?? null,
+    outputQuality: v['output-quality'] as string | undefined,
+    outputCompression: num('output-compression'),
+    request,
+  };
+}
+
+/**
+ * The upstream default file name: {prompt[:100]}_{YYYYmmdd-HHMMSS}_{sha256(params)[:8]}, reduced to
+ * [A-Za-z0-9._-].
+ */
+export function defaultFileName(req: GenerateRequest, when: Date): string {
+  const prompt = (Array.isArray(req.prompt) ? req.prompt[0] ?? '' : req.prompt).slice(0, 100);
+  const p2 = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${when.getFullYear()}${p2(when.getMonth() + 1)}${p2(when.getDate())}-${p2(when.getHours())}${p2(when.getMinutes())}${p2(when.getSeconds())}`;
+  const params = JSON.stringify({
+    prompt: req.prompt, negativePrompt: req.negativePrompt, width: req.width, height: req.height, numFrames: req.numFrames,
+    steps: req.numInferenceSteps, guidance: req.guidanceScale, seed: req.seed,
+  });
+  const hash = createHash('sha256').update(params).digest('hex').slice(0, 8);
+  return `${prompt}_${stamp}_${hash}`.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
+/** Writes each output (MP4, or PNG for one frame) and returns the paths. */
+async function writeOutputs(result: GenerateResult, cfg: GenerateConfig, baseName: string): Promise<string[]> {
+  await mkdir(cfg.outputPath, { recursive: true });
+  const video = result.numFrames > 1;
+  const quality = resolveQuality({ outputCompression: cfg.outputCompression ?? null, outputQuality: cfg.outputQuality ?? null }, video ? 'video' : 'image');
+  const stem = baseName.replace(/\.(mp4|png)$/i, '');
+  const paths: string[] = [];
+  for (const [i, frames] of result.outputs.entries()) {
+    const suffix = result.outputs.length > 1 ? `_${i}` : '';
+    const path = resolve(join(cfg.outputPath, `${stem}${suffix}.${video ? 'mp4' : 'png'}`));
+    if (video) await encodeMp4(frames, { fps: result.fps, quality }, path);
+    else await writeFile(path, await encodeImage(frames[0]!, 'png', quality));
+    paths.push(path);
+  }
+  return paths;
+}
+
+function formatMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`;
+}
+
+const USAGE = 'Usage: node-diffusion generate --model-path <dir|org/name|demo:wan> --prompt <text> [options]';
+const FOOTER = 'Component overrides: --<component>-path <dir> (e.g. --vae-path, --transformer-path, --text-encoder-path).';
+
+export const command: Command = {
+  summary: 'generate one video or image from a prompt and write it to a file',
+  async run(argv) {
+    let cfg: GenerateConfig | 'help';
+    try {
+      cfg = generateConfig(argv);
+    } catch (err) {
+      if (err instanceof UsageError) {
+        console.error(`node-diffusion generate: ${err.message}`);
+        return 2;
+      }
+      throw err;
+    }
+    if (cfg === 'help') {
+      console.log(formatHelp(USAGE, GENERATE_FLAGS, FOOTER));
+      return 0;
+    }
+    const t0 = performance.now();
+    const pipeline = await loadPipeline(cfg.modelPath, {
+      device: cfg.device,
+      componentPaths: cfg.componentPaths,
+      textEncoderCpuOffload: cfg.textEncoderCpuOffload,
+    });
+    const loadMs = performance.now() - t0;
+    try {
+      let request: GenerateRequest;
+      try {
+        request = pipeline.validate(cfg.request);
+        resolveQuality({ outputCompression: cfg.outputCompression ?? null, outputQuality: cfg.outputQuality ?? null }, 'video');
+      } catch (err) {
+        if (err instanceof RequestError) {
+          console.error(`node-diffusion generate: ${err.message}`);
+          return 2;
+        }
+        throw err;
+      }
+      const stepTimes: number[] = [];
+      let bar: Progress | null = null;
+      const controller = new AbortController();
+      const onSigint = () => controller.abort();
+      process.once('SIGINT', onSigint);
+      let result: GenerateResult;
+      try {
+        result = await pipeline.generate({
+          ...request,
+          signal: controller.signal,
+          onProgress: (p) => {
+            if (p.stage !== 'denoise') return;
+            bar ??= createProgress({ total: p.totalSteps, label: 'denoising', unit: 'steps' });
+            stepTimes.push(p.stepMs);
+            bar.update(p.step);
+            if (p.step === p.totalSteps) bar.done();
+          },
+        });
+      } finally {
+        process.off('SIGINT', onSigint);
+      }
+      const t1 = performance.now();
+      const paths = await writeOutputs(result, cfg, cfg.outputFileName ?? defaultFileName(request, new Date()));
+      const encodeMs = performance.now() - t1;
+
+      for (const p of paths) console.log(`wrote ${p}`);
+      const mean = stepTimes.reduce((a, b) => a + b, 0) / Math.max(1, stepTimes.length);
+      console.log(`${result.width}x${result.height}, ${result.numFrames} frame(s), seed ${result.seed}`);
+      const stages: Array<[string, number]> = [['load', loadMs], ...Object.entries(result.timings), ['encode_output', encodeMs]];
+      console.log(`timings: ${stages.map(([k, ms]) => `${k} ${formatMs(ms)}`).join(', ')}`);
+      if (stepTimes.length) console.log(`denoising: ${stepTimes.length} steps, ${formatMs(mean)}/step (fastest ${formatMs(Math.min(...stepTimes))}, slowest ${formatMs(Math.max(...stepTimes))})`);
+      const peakRssMb = process.resourceUsage().maxRSS / 1024;
+      console.log(`peak memory: ${result.peakMemoryMb.toFixed(0)} MB of tensors, ${peakRssMb.toFixed(0)} MB process RSS`);
+      return 0;
+    } finally {
+      pipeline.dispose();
+    }
+  },
+};
