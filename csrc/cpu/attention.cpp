@@ -19,6 +19,10 @@
 #include "gemm.h"
 #include "loops.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace nd {
 
 namespace {
@@ -48,33 +52,71 @@ inline float exp2_neg(float x) {
   return x < -126.0f ? 0.0f : p * scale;
 }
 
+#ifdef __AVX2__
+// 2^x for 8 lanes with x <= 0 (and -inf), the same polynomial as exp2_neg.
+inline __m256 exp2_neg8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-126.0f);
+  const __m256 xc = _mm256_max_ps(x, lo);
+  const __m256 n = _mm256_round_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_mul_ps(_mm256_sub_ps(xc, n), _mm256_set1_ps(0.6931471805599453f));
+  __m256 p = _mm256_set1_ps(1.9841269841e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3888888889e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3333333333e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1666666667e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666666667e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+}
+
+inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+inline float hsum8(__m256 v) {
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+#endif
+
 float row_max(const float* s, int64_t n) {
-  float m8[8] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int l = 0; l < 8; ++l) m8[l] = m8[l] > s[c + l] ? m8[l] : s[c + l];
   float m = kNegInf;
-  for (int l = 0; l < 8; ++l) m = m > m8[l] ? m : m8[l];
+  int64_t c = 0;
+#ifdef __AVX2__
+  __m256 mv = _mm256_set1_ps(kNegInf);
+  for (; c + 8 <= n; c += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + c));
+  m = hmax8(mv);
+#endif
   for (; c < n; ++c) m = m > s[c] ? m : s[c];
   return m;
 }
 
 // s[c] = 2^(s[c] - m) in place; returns the sum.
 float exp2_row(float* s, int64_t n, float m) {
-  float sum8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8)
-    for (int l = 0; l < 8; ++l) {
-      const float p = exp2_neg(s[c + l] - m);
-      s[c + l] = p;
-      sum8[l] += p;
-    }
   float sum = 0;
+  int64_t c = 0;
+#ifdef __AVX2__
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (; c + 8 <= n; c += 8) {
+    const __m256 p = exp2_neg8(_mm256_sub_ps(_mm256_loadu_ps(s + c), mv));
+    _mm256_storeu_ps(s + c, p);
+    acc = _mm256_add_ps(acc, p);
+  }
+  sum = hsum8(acc);
+#endif
   for (; c < n; ++c) {
     s[c] = exp2_neg(s[c] - m);
     sum += s[c];
   }
-  for (int l = 0; l < 8; ++l) sum += sum8[l];
   return sum;
 }
 

@@ -78,13 +78,17 @@ __attribute__((target("avx2,fma"))) void ukernel_avx2_6x16(int64_t kc, const flo
 __attribute__((target("avx512f"))) void ukernel_avx512_14x32(int64_t kc, const float* a, const float* b, float* c,
                                                               int64_t ldc, bool load) {
   constexpr int MR = 14;
-  __m512 c0[MR], c1[MR];
+  // C is only needed after the k loop: start fetching it now so the loads do not stall
 #pragma GCC unroll 14
   for (int i = 0; i < MR; ++i) {
-    c0[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
-    c1[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
   }
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + 32 * 8), _MM_HINT_T0);
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 14
     for (int i = 0; i < MR; ++i) {
@@ -94,6 +98,13 @@ __attribute__((target("avx512f"))) void ukernel_avx512_14x32(int64_t kc, const f
     }
     a += MR;
     b += 32;
+  }
+  if (load) {
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(c + i * ldc));
+      c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(c + i * ldc + 16));
+    }
   }
 #pragma GCC unroll 14
   for (int i = 0; i < MR; ++i) {
@@ -171,6 +182,52 @@ void pack_a_impl(const MatRef& a, int64_t m, int64_t kc, float alpha, float* dst
   }
 }
 
+#ifdef __AVX2__
+// 8 consecutive elements as floats.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const Bf16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline __m256 load8(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// Transposes an 8 x 8 block: rows src[j * ld + 0..7] (j = 0..7) become dst[k * NR + 0..7].
+template <int NR, class T>
+inline void transpose8x8(const T* src, int64_t ld, float* dst) {
+  __m256 r0 = load8(src), r1 = load8(src + ld), r2 = load8(src + 2 * ld), r3 = load8(src + 3 * ld);
+  __m256 r4 = load8(src + 4 * ld), r5 = load8(src + 5 * ld), r6 = load8(src + 6 * ld), r7 = load8(src + 7 * ld);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  _mm256_store_ps(dst + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_store_ps(dst + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_store_ps(dst + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_store_ps(dst + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_store_ps(dst + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_store_ps(dst + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_store_ps(dst + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_store_ps(dst + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+// One full panel of NR columns whose elements are contiguous along k (a transposed weight):
+// column j is src[j * ld + k].
+template <int NR, class T>
+void pack_b_panel_k_contiguous(const T* src, int64_t ld, int64_t kc, float* d) {
+  int64_t k = 0;
+#ifdef __AVX2__
+  for (; k + 8 <= kc; k += 8)
+    for (int j = 0; j < NR; j += 8) transpose8x8<NR>(src + j * ld + k, ld, d + k * NR + j);
+#endif
+  for (; k < kc; ++k)
+    for (int j = 0; j < NR; ++j) d[k * NR + j] = to_f32(src[j * ld + k]);
+}
+
 template <int NR, class T>
 void pack_b_impl(const MatRef& b, int64_t kc, int64_t n, int64_t p0, int64_t p1, float* dst) {
   const T* base = static_cast<const T*>(b.data);
@@ -183,6 +240,10 @@ void pack_b_impl(const MatRef& b, int64_t kc, int64_t n, int64_t p0, int64_t p1,
         const T* src = base + k * b.rs + n0;
         for (int j = 0; j < NR; ++j) d[k * NR + j] = to_f32(src[j]);
       }
+      continue;
+    }
+    if (b.rs == 1 && cols == NR) {
+      pack_b_panel_k_contiguous<NR>(base + n0 * b.cs, b.cs, kc, d);
       continue;
     }
     if (cols < NR)
@@ -274,9 +335,9 @@ void pack_b(const MatRef& b, int64_t kc, int64_t n, int nr, float* dst) {
 
 namespace {
 
-constexpr int64_t kKC = 256;   // depth of one packed slice
-constexpr int64_t kMC = 168;   // rows of A packed per task (A block ~ 170 KB: L2)
-constexpr int64_t kNC = 3072;  // columns of B packed per slice (B block <= 3 MB: L3)
+constexpr int64_t kKC = 384;   // depth of one packed slice (B micro-panel 48 KB: L1/L2)
+constexpr int64_t kMC = 224;   // rows of A packed per task (A block ~ 340 KB: L2)
+constexpr int64_t kNC = 3072;  // columns of B packed per slice (B block <= 4.5 MB: L3)
 
 thread_local ScratchBuffer t_pack_a;
 thread_local ScratchBuffer t_pack_b;
@@ -332,26 +393,27 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
           if (q0 >= q1 || mc <= 0) continue;
           float* pa = t_pack_a.get(round_up(mc, MR) * kc);
           pack_a(offset(a, i0, pc), mc, kc, ep.alpha, MR, pa);
-          for (int64_t q = q0; q < q1; ++q) {
+          auto tile = [&](int64_t q, int64_t ir) {
             const int64_t j0 = q * NR;
             const int64_t cols = std::min<int64_t>(NR, nc - j0);
             const float* bp = pb + q * kc * NR;
-            for (int64_t ir = 0; ir < mc; ir += MR) {
-              const int64_t rows = std::min<int64_t>(MR, mc - ir);
-              float* cp = c + (i0 + ir) * ldc + jc + j0;
-              if (rows == MR && cols == NR) {
-                uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
-              } else {
-                if (load)
-                  for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
-                uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
-              }
-              if (last && epilogue)
-                for (int64_t r = 0; r < rows; ++r)
-                  apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
+            const int64_t rows = std::min<int64_t>(MR, mc - ir);
+            float* cp = c + (i0 + ir) * ldc + jc + j0;
+            if (rows == MR && cols == NR) {
+              uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
+            } else {
+              if (load)
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
+              uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
             }
-          }
+            if (last && epilogue)
+              for (int64_t r = 0; r < rows; ++r)
+                apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
+          };
+          // each B micro-panel is reused from L1/L2 across the whole A block
+          for (int64_t q = q0; q < q1; ++q)
+            for (int64_t ir = 0; ir < mc; ir += MR) tile(q, ir);
         }
       });
     }

@@ -1,0 +1,120 @@
+// `npm run bench [-- filter...]`: measures the machine's single-precision FMA peak (all cores
+// and one core), runs every bench/cases/*.ts module whose file name contains a filter (all by
+// default; gemm first, since other cases compare against its rate), prints a table and writes
+// bench/results/<cpu>-<date>.json and bench/results/latest.md. BENCH_QUICK=1: fewer
+// repetitions and smaller shapes.
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import * as E from '../lib/engine/index.js';
+import { native } from '../lib/engine/native.js';
+import type { BenchCase, BenchContext, BenchRow } from './lib.js';
+
+declare module '../lib/engine/native.js' {
+  interface NativeAddon {
+    /** single-precision FMA GFLOP/s of `threads` threads over about `seconds` */
+    benchFmaPeak(threads: number, seconds: number): number;
+    /** the GEMM micro-kernel in use: 'avx512', 'avx2' or 'generic' */
+    gemmKernelName(): string;
+  }
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function fmt(v: number | undefined, digits: number): string {
+  return v === undefined ? '' : v.toFixed(digits);
+}
+
+function table(rows: BenchRow[]): string[][] {
+  return rows.map((r) => [
+    r.group, r.name, fmt(r.ms, 1), fmt(r.gflops, 1), fmt(r.gbps, 1),
+    r.ratio === undefined ? '' : `${(100 * r.ratio).toFixed(1)}%`, r.vs ?? '', r.note ?? '',
+  ]);
+}
+
+const HEADER = ['group', 'case', 'ms', 'GFLOP/s', 'GB/s', 'ratio', 'vs', 'note'];
+
+function printTable(rows: BenchRow[]): void {
+  const body = table(rows);
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] as string).length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd();
+  console.log(line(HEADER));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const r of body) console.log(line(r));
+}
+
+function markdown(rows: BenchRow[]): string {
+  const lines = [`| ${HEADER.join(' | ')} |`, `|${HEADER.map(() => '---').join('|')}|`];
+  for (const r of table(rows)) lines.push(`| ${r.join(' | ')} |`);
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const quick = process.env.BENCH_QUICK === '1';
+  const threads = E.numThreads();
+  const cpu = cpus()[0]?.model.trim() ?? 'unknown cpu';
+  const loadStart = loadavg();
+  console.log(`cpu: ${cpu}, ${cpus().length} logical cores, ${threads} engine threads, kernel ${native.gemmKernelName()}`);
+  console.log(`load average at start: ${loadStart.map((x) => x.toFixed(2)).join(' ')}${quick ? ' (quick mode)' : ''}`);
+
+  const peakAll = Math.max(native.benchFmaPeak(threads, 0.5), native.benchFmaPeak(threads, 0.5));
+  const peakOne = Math.max(native.benchFmaPeak(1, 0.5), native.benchFmaPeak(1, 0.5));
+  console.log(`fma peak: ${peakAll.toFixed(1)} GFLOP/s on ${threads} threads, ${peakOne.toFixed(1)} GFLOP/s on one`);
+  const ctx: BenchContext = { peakGflops: peakAll, quick, threads };
+
+  const casesDir = join(here, 'cases');
+  const files = readdirSync(casesDir)
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+    .filter((f) => filters.length === 0 || filters.some((flt) => f.includes(flt)))
+    .sort((a, b) => (a === 'gemm.ts' ? -1 : b === 'gemm.ts' ? 1 : a.localeCompare(b)));
+  if (files.length === 0) throw new Error(`no bench case matches ${filters.join(', ')}`);
+
+  const rows: BenchRow[] = [
+    { group: 'peak', name: `fma f32, ${threads} threads`, ms: 0, gflops: peakAll },
+    { group: 'peak', name: 'fma f32, 1 thread', ms: 0, gflops: peakOne },
+  ];
+  for (const file of files) {
+    const mod = (await import(pathToFileURL(join(casesDir, file)).href)) as { default?: BenchCase };
+    if (typeof mod.default !== 'function') throw new Error(`bench/cases/${file} has no default BenchCase export`);
+    console.log(`\n== ${file}`);
+    const got = await mod.default(ctx);
+    printTable(got);
+    rows.push(...got);
+  }
+  const loadEnd = loadavg();
+
+  console.log('\n== all');
+  printTable(rows);
+  const date = new Date();
+  const day = date.toISOString().slice(0, 10);
+  const slug = (cpu.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '') || hostname()).toLowerCase();
+  const results = join(here, 'results');
+  mkdirSync(results, { recursive: true });
+  const meta = {
+    date: date.toISOString(), host: hostname(), cpu, logicalCores: cpus().length, threads,
+    kernel: native.gemmKernelName(), quick, filters, peakGflops: { all: peakAll, one: peakOne },
+    loadAverage: { start: loadStart, end: loadEnd },
+  };
+  const jsonPath = join(results, `${slug}-${day}${quick ? '-quick' : ''}.json`);
+  writeFileSync(jsonPath, `${JSON.stringify({ ...meta, rows }, null, 2)}\n`);
+  const md = [
+    `# Benchmark results (${day})`,
+    '',
+    `${cpu}, ${cpus().length} logical cores, ${threads} engine threads, GEMM micro-kernel ${meta.kernel}${quick ? ', quick mode' : ''}.`,
+    `FMA peak ${peakAll.toFixed(1)} GFLOP/s (all threads), ${peakOne.toFixed(1)} GFLOP/s (one thread).`,
+    `Load average ${loadStart.map((x) => x.toFixed(2)).join(' ')} at start, ${loadEnd.map((x) => x.toFixed(2)).join(' ')} at the end.`,
+    '',
+    markdown(rows),
+    '',
+  ].join('\n');
+  writeFileSync(join(results, 'latest.md'), md);
+  console.log(`\nwrote ${jsonPath} and ${join(results, 'latest.md')}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
