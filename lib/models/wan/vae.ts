@@ -10,10 +10,10 @@ import { join } from 'node:path';
 
 import type { DType } from '../../engine/dtype.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
-import { add, clamp, concat } from '../../engine/ops/basic.js';
+import { add, clamp, concat, div, mul, sub } from '../../engine/ops/basic.js';
 import { normalizeChannels } from '../../engine/ops/channel_norm.js';
 import { conv3d, upsampleNearest } from '../../engine/ops/nn.js';
-import { type Device, Tensor, disposeAll, empty, keep, scope, zeros } from '../../engine/tensor.js';
+import { type Device, Tensor, disposeAll, empty, keep, scope, tensor, zeros } from '../../engine/tensor.js';
 import { type AutoencoderKLWanConfig, parseComponentConfig } from '../../io/configs.js';
 import { openWeights, type WeightSet } from '../../io/weights.js';
 
@@ -689,6 +689,35 @@ export class WanVae {
     } finally {
       cache.dispose();
     }
+  }
+
+  /**
+   * Latents as the Wan pipelines normalise them, (x - latents_mean) * (1 / latents_std) per channel;
+   * x [B, z_dim, F, h, w] (e.g. the encoded mean).
+   */
+  normalizeLatents(x: Tensor): Tensor {
+    return scope(() => {
+      const [mean, invStd] = this.latentStats(x, 'normalizeLatents');
+      return mul(sub(x, mean), invStd);
+    });
+  }
+
+  /** The inverse, as the pipelines compute it before decoding: x / (1 / latents_std) + latents_mean. */
+  denormalizeLatents(x: Tensor): Tensor {
+    return scope(() => {
+      const [mean, invStd] = this.latentStats(x, 'denormalizeLatents');
+      return add(div(x, invStd), mean);
+    });
+  }
+
+  /** latents_mean and 1 / latents_std as float32 [1, z_dim, 1, 1, 1] on the VAE's device. */
+  private latentStats(x: Tensor, op: string): [Tensor, Tensor] {
+    const z = this.config.z_dim;
+    if (x.ndim !== 5 || x.shape[1] !== z) throw new Error(`WanVae.${op}: latents must be [B, ${z}, F, h, w], got [${x.shape}]`);
+    this.checkDevice(x, op);
+    const shape = [1, z, 1, 1, 1];
+    const invStd = Float32Array.from(this.latentsStd, (s) => Math.fround(1 / Math.fround(s)));
+    return [tensor(this.latentsMean, shape).toDevice(this.device), tensor(invStd, shape).toDevice(this.device)];
   }
 
   /** Releases the weights (memory-mapped files and converted copies). */
