@@ -2,3 +2,4 @@
 // this file. A pipeline adds its checks with one import line here.
 import './tokenize.js';
 import './wan.js';
+import './zimage.js';

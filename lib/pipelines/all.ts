@@ -2,3 +2,4 @@
 // loadPipeline imports this file lazily. A pipeline adds itself with one import line here.
 import './wan.js';
 import './demo/wan.js';
+import './zimage.js';
