@@ -2,4 +2,5 @@
 // this file. A pipeline adds its checks with one import line here.
 import './tokenize.js';
 import './wan.js';
+import './wan-vae.js';
 import './zimage.js';
