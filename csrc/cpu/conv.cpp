@@ -1,13 +1,15 @@
 // CPU conv2d/conv3d as implicit GEMMs on the GEMM engine's micro-kernel (gemm.h).
 //
-// Per batch element and group: out[o, p] = bias[o] + sum_k W[o, k] x_col[k, p], with
-// k = (c, kd, kh, kw) and p the output position. The im2col matrix is never materialised:
-// for each NC-wide block of output positions and KC-deep slice of k, its packed B panels
-// (KC x NR, k-major, the layout the micro-kernel reads) are gathered straight from the input
-// through a per-block copy plan, and the weights are packed into MR-row panels once per call
-// (widening bf16/f16). Output tiles are written in place into the NC[D]HW output (bias is
-// pre-filled and accumulated onto). A 1x1(x1) convolution with unit stride and no padding
-// reads the input as B directly through the plain GEMM.
+// Per batch element and group: out[o, p] = bias[o] + sum_k W[o, k] x_col[k, p], with the
+// reduction index k = (tap, c) (kernel tap outer, input channel inner) and p the output
+// position. The im2col matrix is never materialised: for each NC-wide block of output
+// positions and KC-deep slice of k, its packed B panels (KC x NR, k-major, the layout the
+// micro-kernel reads) are gathered straight from the input through a per-block copy plan.
+// Taps that read only padding for every position of a block (the zero frames in front of a
+// causal conv's first chunk) are skipped. The weights are packed into MR-row panels once per
+// call (widening bf16/f16); output tiles are written in place into the NC[D]HW output, onto
+// the pre-filled bias. A 1x1(x1) convolution with unit stride and no padding reads the input
+// as B directly through the plain GEMM.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -75,6 +77,7 @@ struct CopyRun {
 struct BlockPlan {
   std::vector<int64_t> panel_seg;  // panel q's segments are [panel_seg[q], panel_seg[q + 1])
   std::vector<CopyRun> runs;
+  std::vector<bool> tap_active;  // whether a tap reads any input (not only padding) in this block
 };
 
 BlockPlan plan_block(const ConvGeom& g, int64_t p0, int64_t nc, int nr) {
@@ -82,6 +85,7 @@ BlockPlan plan_block(const ConvGeom& g, int64_t p0, int64_t nc, int nr) {
   const int64_t panels = (nc + nr - 1) / nr;
   const int64_t Ho = g.out[1], Wo = g.out[2];
   plan.panel_seg.reserve(panels + 1);
+  plan.tap_active.assign(static_cast<size_t>(g.kvol), false);
   for (int64_t q = 0; q < panels; ++q) {
     plan.panel_seg.push_back(static_cast<int64_t>(plan.runs.size()) / g.kvol);
     const int64_t cols = std::min<int64_t>(nr, nc - q * nr);
@@ -105,6 +109,7 @@ BlockPlan plan_block(const ConvGeom& g, int64_t p0, int64_t nc, int nr) {
               r.zeros_after = static_cast<int32_t>(len - t_hi);
               r.src = (id * g.in[1] + ih) * g.in[2] + a + t_lo * g.stride[2];
             }
+            if (r.n > 0) plan.tap_active[(kd * g.k[1] + kh) * g.k[2] + kw] = true;
             plan.runs.push_back(r);
           }
       j += len;
@@ -130,8 +135,9 @@ inline float widen<Bf16Bits>(Bf16Bits v) { return bf16_to_f32(v.bits); }
 template <>
 inline float widen<F16Bits>(F16Bits v) { return f16_to_f32(v.bits); }
 
-// Gathers packed panels [q0, q1) of rows [k0, k0 + kc) of the implicit im2col matrix of one
-// (batch, group) input `xg` (channel stride S_in) into dst (panel q at dst + q * kc * NR).
+// Gathers packed panels [q0, q1) of rows [k0, k0 + kc) of the implicit im2col matrix (rows in
+// (tap, c) order) of one (batch, group) input `xg` (channel stride S_in) into dst (panel q at
+// dst + q * kc * NR).
 template <class T>
 void pack_panels(const ConvGeom& g, const BlockPlan& plan, const T* xg, int64_t k0, int64_t kc, int64_t nc, int nr,
                  int64_t q0, int64_t q1, float* dst) {
@@ -141,7 +147,7 @@ void pack_panels(const ConvGeom& g, const BlockPlan& plan, const T* xg, int64_t 
     const int64_t cols = std::min<int64_t>(nr, nc - q * nr);
     const CopyRun* segs = plan.runs.data() + plan.panel_seg[q] * g.kvol;
     const int64_t nseg = plan.panel_seg[q + 1] - plan.panel_seg[q];
-    int64_t c = k0 / g.kvol, tap = k0 % g.kvol;
+    int64_t tap = k0 / g.Cg, c = k0 % g.Cg;
     for (int64_t kk = 0; kk < kc; ++kk) {
       float* d = panel + kk * nr;
       const T* xc = xg + c * g.S_in;
@@ -158,9 +164,9 @@ void pack_panels(const ConvGeom& g, const BlockPlan& plan, const T* xg, int64_t 
         for (int32_t t = 0; t < r.zeros_after; ++t) *o++ = 0.0f;
       }
       for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
-      if (++tap == g.kvol) {
-        tap = 0;
-        ++c;
+      if (++c == g.Cg) {
+        c = 0;
+        ++tap;
       }
     }
   }
@@ -200,22 +206,61 @@ void conv_pointwise(const ConvGeom& g, const Tensor& x, const Tensor& w, const f
     }
 }
 
+// Packs MR-row panels [p0, p1) of group gi's weights as one K-deep slice with columns in
+// (tap, c) order: dst[p * K * MR + k * MR + r] = W[p * MR + r, c, tap] (rows past M are zero).
+template <class T>
+void pack_weights(const ConvGeom& g, const T* w, int64_t gi, int mr, int64_t p0, int64_t p1, float* dst) {
+  const int64_t M = g.Og, K = g.K;
+  for (int64_t p = p0; p < p1; ++p) {
+    float* d = dst + p * K * mr;
+    for (int r = 0; r < mr; ++r) {
+      const int64_t o = p * mr + r;
+      if (o >= M) {
+        for (int64_t k = 0; k < K; ++k) d[k * mr + r] = 0.0f;
+        continue;
+      }
+      const T* wo = w + (gi * M + o) * K;
+      for (int64_t tap = 0; tap < g.kvol; ++tap)
+        for (int64_t c = 0; c < g.Cg; ++c) d[(tap * g.Cg + c) * mr + r] = widen(wo[c * g.kvol + tap]);
+    }
+  }
+}
+
+// Cuts the rows of the taps a block reads into slices of at most kKC rows: [k0, k0 + kc).
+std::vector<std::pair<int64_t, int64_t>> block_slices(const ConvGeom& g, const BlockPlan& plan) {
+  std::vector<std::pair<int64_t, int64_t>> slices;
+  for (int64_t t0 = 0; t0 < g.kvol;) {
+    if (!plan.tap_active[t0]) {
+      ++t0;
+      continue;
+    }
+    int64_t t1 = t0 + 1;
+    while (t1 < g.kvol && plan.tap_active[t1]) ++t1;
+    const int64_t len = (t1 - t0) * g.Cg, parts = (len + kKC - 1) / kKC, step = (len + parts - 1) / parts;
+    for (int64_t k = 0; k < len; k += step) slices.emplace_back(t0 * g.Cg + k, std::min(step, len - k));
+    t0 = t1;
+  }
+  return slices;
+}
+
 void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, const float* bias, float* out) {
   const cpu::MicroKernel& uk = cpu::micro_kernel();
   const int MR = uk.mr, NR = uk.nr;
   const int nt = num_threads();
   const int64_t M = g.Og, K = g.K, S = g.S_out;
-  const int64_t m_up = cpu::round_up(M, MR);
-  const int64_t slices = (K + kKC - 1) / kKC;
+  const int64_t m_panels = (M + MR - 1) / MR;
 
-  // weights: every group's K slices packed into MR-row panels, once for the whole call
-  float* wp = t_pack_w.get(g.G * m_up * K);
-  parallel_for(0, g.G * slices, 1, [&](int64_t lo, int64_t hi) {
+  // weights: every group packed once for the whole call
+  float* wp = t_pack_w.get(g.G * m_panels * MR * K);
+  parallel_for(0, g.G * m_panels, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
-      const int64_t gi = t / slices, pc = (t % slices) * kKC, kc = std::min(kKC, K - pc);
-      const cpu::MatRef a{static_cast<const char*>(w.data()) + (gi * M * K + pc) * static_cast<int64_t>(w.itemsize()),
-                          w.dtype, K, 1};
-      cpu::pack_a(a, M, kc, 1.0f, MR, wp + gi * m_up * K + m_up * pc);
+      const int64_t gi = t / m_panels, p = t % m_panels;
+      float* dst = wp + gi * m_panels * MR * K;
+      switch (w.dtype) {
+        case DType::F32: pack_weights(g, w.ptr<float>(), gi, MR, p, p + 1, dst); break;
+        case DType::BF16: pack_weights(g, w.ptr<Bf16Bits>(), gi, MR, p, p + 1, dst); break;
+        default: pack_weights(g, w.ptr<F16Bits>(), gi, MR, p, p + 1, dst); break;
+      }
     }
   });
 
@@ -223,25 +268,27 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
   const int64_t MC = cpu::round_up((M + m_blocks - 1) / m_blocks, MR);
   const int64_t NC = std::min(cpu::round_up(S, NR), kNC);
   float* xp = t_pack_x.get(kKC * NC);
+  const std::vector<float> zeros(bias ? 0 : static_cast<size_t>(g.O), 0.0f);
 
   for (int64_t j0 = 0; j0 < S; j0 += NC) {
     const int64_t nc = std::min(NC, S - j0);
     const int64_t panels = (nc + NR - 1) / NR;
     const BlockPlan plan = plan_block(g, j0, nc, NR);
+    const auto slices = block_slices(g, plan);
     const int64_t splits = std::min<int64_t>(panels, std::max<int64_t>(1, (2 * nt + m_blocks - 1) / m_blocks));
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t gi = 0; gi < g.G; ++gi) {
         float* c = out + (n * g.O + gi * M) * S + j0;
-        if (bias) fill_bias(out + n * g.O * S, S, gi * M, M, j0, nc, bias);
+        // the block starts from the bias (or zeros when every tap reads only padding)
+        if (bias || slices.empty()) fill_bias(out + n * g.O * S, S, gi * M, M, j0, nc, bias ? bias : zeros.data());
         const int64_t x_off = (n * g.C + gi * g.Cg) * g.S_in;
-        const float* wg = wp + gi * m_up * K;
-        for (int64_t pc = 0; pc < K; pc += kKC) {
-          const int64_t kc = std::min(kKC, K - pc);
+        const float* wg = wp + gi * m_panels * MR * K;
+        for (size_t si = 0; si < slices.size(); ++si) {
+          const auto [k0, kc] = slices[si];
           parallel_for(0, panels, std::max<int64_t>(1, panels / (4 * nt)), [&](int64_t lo, int64_t hi) {
-            pack_x(g, plan, x, x_off, pc, kc, nc, NR, lo, hi, xp);
+            pack_x(g, plan, x, x_off, k0, kc, nc, NR, lo, hi, xp);
           });
-          const bool load = pc > 0 || bias != nullptr;
-          const float* ws = wg + m_up * pc;
+          const bool load = si > 0 || bias != nullptr;
           parallel_for(0, m_blocks * splits, 1, [&](int64_t lo, int64_t hi) {
             alignas(64) float edge[14 * 32];
             for (int64_t task = lo; task < hi; ++task) {
@@ -254,7 +301,7 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
                 const float* bp = xp + q * kc * NR;
                 for (int64_t ir = 0; ir < mc; ir += MR) {
                   const int64_t rows = std::min<int64_t>(MR, mc - ir);
-                  const float* ap = ws + (i0 + ir) * kc;
+                  const float* ap = wg + (i0 + ir) * K + k0 * MR;
                   float* cp = c + (i0 + ir) * S + jq;
                   if (rows == MR && cols == NR) {
                     uk.fn(kc, ap, bp, cp, S, load);
@@ -273,6 +320,162 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
   }
 }
 
+// ---- few output channels per group (RGB conv_out, depthwise): direct convolution ----
+// With only a few output channels the micro-kernel's MR rows would mostly be padding and
+// packing B would dominate, so output rows are computed directly: a tile of kTile output
+// positions of up to kOutBlock channels is held in vector registers while each input row
+// segment is loaded once and multiplied by every channel's weight. A task covers kRowsPerTask
+// output rows and sweeps them once per block of kChanBlock input channels, keeping partial
+// sums in a small buffer, so the input rows a channel block shares between neighbouring
+// output rows are read from memory once and then come from cache.
+
+constexpr int kOutBlock = 4;
+constexpr int kTile = 16;  // output positions per tile (two 8-float vectors)
+constexpr int64_t kChanBlock = 8;
+constexpr int64_t kRowsPerTask = 16;
+typedef float v8f __attribute__((vector_size(32)));
+
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+
+// Pins a vector to a register so the compiler loads it once instead of folding the load into
+// every instruction that uses it (which would make the loop load-bound).
+inline void keep_in_register(v8f& v) {
+#if defined(__x86_64__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
+// Output rows [lo, hi) (row = (od, oh)) of OB channels for one (batch, group): xg is the group's
+// float32 input, wt its packed weights wt[(c * kvol + tap) * OB + ob], outs the channel planes.
+template <int OB>
+void direct_rows(const ConvGeom& g, const float* xg, const float* wt, const float* bias, float* const* outs,
+                 int64_t lo, int64_t hi) {
+  const int64_t Di = g.in[0], Hi = g.in[1], Wi = g.in[2], Ho = g.out[1], Wo = g.out[2];
+  const int64_t KW = g.k[2], dw = g.dil[2], pl = g.pad[2];
+  const int64_t span = kTile + (KW - 1) * dw;  // input columns one tile reads per kernel row
+  const int64_t tiles = (Wo + kTile - 1) / kTile;
+  const int64_t rows = hi - lo;
+  std::vector<float> padded(static_cast<size_t>(span));
+  std::vector<float> sums(static_cast<size_t>(rows * tiles * OB * kTile));  // [row][tile][ob][kTile]
+  // per output row: the (kd, kh) kernel rows that read inside the input
+  std::vector<int64_t> row_off, tap_base, first(static_cast<size_t>(rows + 1), 0);
+  for (int64_t r = lo; r < hi; ++r) {
+    const int64_t oh = r % Ho, od = r / Ho;
+    for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+      const int64_t id = od * g.stride[0] - g.pad[0] + kd * g.dil[0];
+      if (id < 0 || id >= Di) continue;
+      for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+        const int64_t ih = oh * g.stride[1] - g.pad[1] + kh * g.dil[1];
+        if (ih < 0 || ih >= Hi) continue;
+        row_off.push_back((id * Hi + ih) * Wi);
+        tap_base.push_back((kd * g.k[1] + kh) * KW);
+      }
+    }
+    first[r - lo + 1] = static_cast<int64_t>(row_off.size());
+  }
+  for (int64_t c0 = 0; c0 < g.Cg; c0 += kChanBlock) {
+    const int64_t c1 = std::min(g.Cg, c0 + kChanBlock);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        const int64_t ow0 = tile * kTile;
+        float* ts = sums.data() + (r * tiles + tile) * OB * kTile;
+        v8f acc[OB][2];
+        for (int ob = 0; ob < OB; ++ob) {
+          if (c0 == 0) {
+            const float b0 = bias ? bias[ob] : 0.0f;
+            acc[ob][0] = v8f{} + b0;
+            acc[ob][1] = v8f{} + b0;
+          } else {
+            acc[ob][0] = load8(ts + ob * kTile);
+            acc[ob][1] = load8(ts + ob * kTile + 8);
+          }
+        }
+        const int64_t iw0 = ow0 - pl;  // input column of tile position 0 at kw = 0
+        const bool interior = iw0 >= 0 && iw0 + span <= Wi;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float* xc = xg + c * g.S_in;
+          const float* wc = wt + c * g.kvol * OB;
+          for (int64_t t = first[r]; t < first[r + 1]; ++t) {
+            const float* xr = xc + row_off[t] + iw0;
+            if (!interior) {
+              // a zero-padded copy of the columns this tile reads
+              for (int64_t j = 0; j < span; ++j) {
+                const int64_t iw = iw0 + j;
+                padded[j] = iw >= 0 && iw < Wi ? xr[j] : 0.0f;
+              }
+              xr = padded.data();
+            }
+            const float* wk = wc + tap_base[t] * OB;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              v8f x0 = load8(xr + kw * dw), x1 = load8(xr + kw * dw + 8);
+              keep_in_register(x0);
+              keep_in_register(x1);
+              for (int ob = 0; ob < OB; ++ob) {
+                const float wv = wk[kw * OB + ob];
+                acc[ob][0] += wv * x0;
+                acc[ob][1] += wv * x1;
+              }
+            }
+          }
+        }
+        for (int ob = 0; ob < OB; ++ob) {
+          store8(ts + ob * kTile, acc[ob][0]);
+          store8(ts + ob * kTile + 8, acc[ob][1]);
+        }
+      }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t ow0 = tile * kTile, n = std::min<int64_t>(kTile, Wo - ow0);
+      for (int ob = 0; ob < OB; ++ob)
+        std::copy_n(sums.data() + ((r * tiles + tile) * OB + ob) * kTile, n, outs[ob] + (lo + r) * Wo + ow0);
+    }
+}
+
+// Unit column stride only (the tile reads contiguous input columns); x must be float32.
+void conv_direct(const ConvGeom& g, const Tensor& x, const Tensor& w, const float* bias, float* out) {
+  const int64_t rows = g.out[0] * g.out[1];
+  const int64_t blocks = (g.Og + kOutBlock - 1) / kOutBlock;
+  // weights of each (group, channel block), channel-minor: [g][block][c][tap][ob]
+  std::vector<float> wt(static_cast<size_t>(g.G * blocks * kOutBlock * g.K), 0.0f);
+  for (int64_t gi = 0; gi < g.G; ++gi)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t o0 = b * kOutBlock, ob_n = std::min<int64_t>(kOutBlock, g.Og - o0);
+      float* dst = wt.data() + (gi * blocks + b) * kOutBlock * g.K;
+      for (int64_t ob = 0; ob < ob_n; ++ob)
+        for (int64_t k = 0; k < g.K; ++k)
+          dst[k * ob_n + ob] = load_as_f32(w.data(), w.dtype, (gi * g.Og + o0 + ob) * g.K + k);
+    }
+  const int64_t units = g.N * g.G * blocks;
+  const int64_t chunks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  parallel_for(0, units * chunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t u = task / chunks, r0 = (task % chunks) * kRowsPerTask, r1 = std::min(rows, r0 + kRowsPerTask);
+      const int64_t b = u % blocks, gi = (u / blocks) % g.G, n = u / (blocks * g.G);
+      const int64_t o0 = gi * g.Og + b * kOutBlock, ob_n = std::min<int64_t>(kOutBlock, g.Og - b * kOutBlock);
+      const float* xg = x.ptr<float>() + (n * g.C + gi * g.Cg) * g.S_in;
+      const float* wb = wt.data() + (gi * blocks + b) * kOutBlock * g.K;
+      const float* bb = bias ? bias + o0 : nullptr;
+      float* outs[kOutBlock];
+      for (int64_t ob = 0; ob < ob_n; ++ob) outs[ob] = out + (n * g.O + o0 + ob) * g.S_out;
+      switch (ob_n) {
+        case 1: direct_rows<1>(g, xg, wb, bb, outs, r0, r1); break;
+        case 2: direct_rows<2>(g, xg, wb, bb, outs, r0, r1); break;
+        case 3: direct_rows<3>(g, xg, wb, bb, outs, r0, r1); break;
+        default: direct_rows<4>(g, xg, wb, bb, outs, r0, r1); break;
+      }
+    }
+  });
+}
+
 void conv_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const ConvArgs& args, int sd,
                   Backend& be) {
   const ConvGeom g = make_geom(x, w, out, args, sd);
@@ -287,10 +490,18 @@ void conv_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& 
   const bool pointwise = g.kvol == 1 && g.S_in == g.S_out && g.stride[0] * g.stride[1] * g.stride[2] == 1 &&
                          g.pad[0] == 0 && g.pad[1] == 0 && g.pad[2] == 0;
   const float* b = bias.defined() ? bias_f32.data() : nullptr;
-  if (pointwise)
+  if (pointwise) {
     conv_pointwise(g, x, w, b, out_f32.ptr<float>());
-  else
+  } else if (g.Og <= kOutBlock && g.stride[2] == 1) {
+    Tensor xf = x;
+    if (x.dtype != DType::F32) {
+      xf = Tensor::empty(x.shape, DType::F32, x.device());
+      be.copy(x, xf);
+    }
+    conv_direct(g, xf, w, b, out_f32.ptr<float>());
+  } else {
     conv_implicit_gemm(g, x, w, b, out_f32.ptr<float>());
+  }
   if (out.dtype != DType::F32) be.copy(out_f32, out);
 }
 

@@ -15,10 +15,14 @@ const BF16_TOL = 1e-2;
 // ---------------------------------------------------------------------------------------
 // convolution
 
+// Up to 4 output channels per group (with unit column stride) take the direct path, more take
+// the implicit GEMM; 1x1 kernels with unit stride and no padding are plain GEMMs.
 const conv2dCases: ConvCase[] = [
   { name: '3x3 pad 1, odd sizes, bias', x: [2, 3, 11, 13], w: [5, 3, 3, 3], pad: [1, 1, 1, 1], bias: true },
   { name: 'stride 2 with asymmetric pad (0,1,0,1)', x: [1, 4, 9, 12], w: [6, 4, 3, 3], stride: [2, 2], pad: [0, 1, 0, 1], bias: true },
-  { name: 'dilation 2, rectangular kernel', x: [1, 3, 12, 15], w: [4, 3, 2, 3], dilation: [2, 2], pad: [2, 1, 0, 3] },
+  { name: 'dilation 2, rectangular kernel', x: [1, 3, 12, 15], w: [6, 3, 2, 3], dilation: [2, 2], pad: [2, 1, 0, 3] },
+  { name: 'few output channels (direct): partial tiles, dilation, rectangular kernel', x: [1, 8, 9, 37], w: [3, 8, 3, 2], dilation: [1, 3], pad: [1, 1, 3, 0], bias: true },
+  { name: 'few output channels (direct): width below one tile', x: [2, 5, 6, 7], w: [4, 5, 3, 3], pad: [1, 1, 1, 1] },
   { name: 'groups 2', x: [2, 6, 7, 9], w: [4, 3, 3, 3], groups: 2, pad: [1, 1, 1, 1], bias: true },
   { name: 'depthwise (groups = C, multiplier 2)', x: [1, 4, 8, 10], w: [8, 1, 3, 3], groups: 4, pad: [1, 1, 1, 1], bias: true },
   { name: '1x1 kernel (plain GEMM), bias', x: [2, 16, 9, 17], w: [8, 16, 1, 1], bias: true },
@@ -34,6 +38,10 @@ const conv2dCases: ConvCase[] = [
 
 const conv3dCases: ConvCase[] = [
   { name: 'causal 3x3x3 (pad front 2, back 0)', x: [1, 4, 3, 8, 8], w: [6, 4, 3, 3, 3], pad: [2, 0, 1, 1, 1, 1], bias: true },
+  { name: 'first causal chunk: one frame, pad front 2 (padding-only taps skipped)', x: [1, 5, 1, 6, 7], w: [7, 5, 3, 3, 3], pad: [2, 0, 1, 1, 1, 1], bias: true },
+  { name: 'output frames that read only padding, with bias', x: [1, 2, 1, 48, 64], w: [6, 2, 2, 1, 1], pad: [3, 0, 0, 0, 0, 0], bias: true },
+  { name: 'output frames that read only padding, no bias', x: [1, 2, 1, 48, 64], w: [6, 2, 2, 1, 1], pad: [3, 0, 0, 0, 0, 0] },
+  { name: 'RGB head (direct): 3 output channels, causal, channel blocks', x: [1, 11, 3, 7, 35], w: [3, 11, 3, 3, 3], pad: [2, 0, 1, 1, 1, 1], bias: true },
   { name: 'temporal (3,1,1) causal conv', x: [1, 5, 4, 6, 7], w: [10, 5, 3, 1, 1], pad: [2, 0, 0, 0, 0, 0], bias: true },
   { name: 'symmetric pad, odd sizes, batch 2', x: [2, 3, 5, 7, 9], w: [4, 3, 3, 3, 3], pad: [1, 1, 1, 1, 1, 1] },
   { name: 'stride (1,2,2), dilation (2,1,1), groups 2', x: [1, 6, 7, 9, 10], w: [4, 3, 3, 3, 3], stride: [1, 2, 2], dilation: [2, 1, 1], pad: [2, 2, 1, 1, 1, 1], groups: 2, bias: true },
