@@ -3,3 +3,4 @@
 import './wan.js';
 import './demo/wan.js';
 import './zimage.js';
+import './demo/zimage.js';

@@ -62,13 +62,13 @@ export const ZIMAGE_BASE_DEFAULTS: ZImageSampling = {
 };
 
 /**
- * The defaults of a model: the base Z-Image's when its path or id names Z-Image without "Turbo"
- * (Tongyi-MAI/Z-Image; SGLang also tells the two apart by model id), else Turbo's; a model folder may
+ * The defaults of a model: the base Z-Image's when its path or id names "Z-Image" not followed by
+ * "Turbo" (Tongyi-MAI/Z-Image; SGLang also tells the two apart by model id), else Turbo's; a model folder may
  * override them with `_sampling_defaults` in model_index.json (underscore keys are metadata that
  * diffusers ignores), as the demo model does to stay fast.
  */
 export function zimageDefaults(modelPath: string, pipelineRaw: Record<string, unknown>): ZImageSampling {
-  const base = /z[-_]?image/i.test(modelPath) && !/turbo/i.test(modelPath) ? ZIMAGE_BASE_DEFAULTS : ZIMAGE_TURBO_DEFAULTS;
+  const base = /z[-_]image(?![-_ ]?turbo)/i.test(modelPath) ? ZIMAGE_BASE_DEFAULTS : ZIMAGE_TURBO_DEFAULTS;
   const o = pipelineRaw._sampling_defaults;
   if (o === undefined) return { ...base };
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error('model_index.json: _sampling_defaults must be an object');

@@ -1,0 +1,67 @@
+// Writing the components of built-in demo models: deterministic random tensors for a list of
+// (name, shape) scaled like a trained network, and safetensors files (sharded with a diffusers
+// index when asked), so demo folders look exactly like real checkpoints to the loaders.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DType } from '../../engine/dtype.js';
+import { mul } from '../../engine/ops/basic.js';
+import { elementSize, full, randn, scope, type Tensor } from '../../engine/tensor.js';
+import { writeSafetensors } from '../../io/safetensors.js';
+
+export type TensorShapes = Array<[name: string, shape: number[]]>;
+
+/** How one tensor is initialised: 'one'/'zero' constants, or normal noise of this standard deviation. */
+export type Init = 'one' | 'zero' | number;
+
+/**
+ * The default initialisation: 1-D weights (norm gains) 1 and norm biases 0, other biases 0.02,
+ * matrices, tables and conv kernels 1/sqrt(fan_in).
+ */
+export function defaultInit(name: string, shape: number[]): Init {
+  if (shape.length === 1 && name.endsWith('.weight')) return 'one';
+  if (/(^|[._])(norm[^.]*|layernorm|group_norm)\.bias$/.test(name)) return 'zero';
+  if (name.endsWith('.bias')) return 0.02;
+  return 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+}
+
+/** Random tensors for every (name, shape); tensor i draws from the Philox stream of seedBase + i. */
+export function randomWeights(shapes: TensorShapes, seedBase: number, dtype: DType): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  shapes.forEach(([name, shape], i) => {
+    const how = defaultInit(name, shape);
+    out[name] = scope(() => {
+      if (how === 'one') return full(shape, 1, { dtype });
+      if (how === 'zero') return full(shape, 0, { dtype });
+      return mul(randn(shape, { seed: seedBase + i }), how).to(dtype);
+    });
+  });
+  return out;
+}
+
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Writes the safetensors of one component as <stem>.safetensors, or `shards` files plus <stem>.safetensors.index.json. */
+export async function writeComponentWeights(dir: string, stem: string, tensors: Record<string, Tensor>, shards = 1): Promise<void> {
+  if (shards === 1) {
+    writeSafetensors(join(dir, `${stem}.safetensors`), tensors, { format: 'pt' });
+    return;
+  }
+  const names = Object.keys(tensors);
+  const per = Math.ceil(names.length / shards);
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  for (let s = 0; s < shards; ++s) {
+    const file = `${stem}-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const part: Record<string, Tensor> = {};
+    for (const name of names.slice(s * per, (s + 1) * per)) {
+      const t = tensors[name]!;
+      part[name] = t;
+      weightMap[name] = file;
+      totalSize += t.numel * elementSize(t.dtype);
+    }
+    writeSafetensors(join(dir, file), part, { format: 'pt' });
+  }
+  await writeJson(join(dir, `${stem}.safetensors.index.json`), { metadata: { total_size: totalSize }, weight_map: weightMap });
+}
