@@ -485,7 +485,7 @@ function l2Norm(x: Tensor): number {
 
 /** [B, H, W, 3] floats in [0, 1] -> one 8-bit RGB image per item. */
 export function toRgbImages(images: Tensor): RgbImage[] {
-  return toRgbFrames(images.unsqueeze(1)).map((frames) => frames[0]!);
+  return scope(() => toRgbFrames(images.unsqueeze(1)).map((frames) => frames[0]!));
 }
 
 registerPipeline('ZImagePipeline', (ctx) => ZImagePipeline.load(ctx));
