@@ -31,7 +31,7 @@ const FLOAT_DTYPES: readonly DType[] = ['float32', 'bfloat16', 'float16'];
 
 export class ModelParams {
   readonly device: Device;
-  private readonly used = new Set<string>();
+  private readonly used = new Map<string, Tensor>();
   private readonly owned: Tensor[] = [];
 
   constructor(
@@ -54,7 +54,6 @@ export class ModelParams {
       throw new WeightMismatchError(this.component, `weight '${name}' has shape ${fmt(info.shape)}, the config needs ${fmt(shape)}`);
     if (!FLOAT_DTYPES.includes(info.dtype))
       throw new WeightMismatchError(this.component, `weight '${name}' is ${info.dtype}; float32, bfloat16 or float16 expected`);
-    this.used.add(name);
     return this.source.get(name);
   }
 
@@ -74,24 +73,37 @@ export class ModelParams {
     return this.device === 'cpu' ? t : t.toDevice(this.device);
   }
 
+  /** Records what the model uses for a checkpoint tensor. */
+  private take(name: string, t: Tensor): Tensor {
+    this.used.set(name, t);
+    return t;
+  }
+
+  /** The tensor the model took for a checkpoint name (as converted for its use). */
+  taken(name: string): Tensor {
+    const t = this.used.get(name);
+    if (!t) throw new WeightMismatchError(this.component, `the model has no parameter '${name}'`);
+    return t;
+  }
+
   /** A projection/embedding matrix of the given shape, viewed as viewShape, in the compute dtype, on the device. */
   matrix(name: string, shape: number[], viewShape: number[] = shape): Tensor {
     const dtype = this.opts.dtype;
-    return this.convert(
+    return this.take(name, this.convert(
       this.fetch(name, shape),
       (t) => (dtype && t.dtype !== dtype ? t.to(dtype) : t),
       (t) => (viewShape === shape ? t : t.reshape(viewShape)),
       (t) => this.onDevice(t),
-    );
+    ));
   }
 
   /** A small parameter (bias, norm weight, modulation table) as float32, on the device. */
   vector(name: string, shape: number[]): Tensor {
-    return this.convert(
+    return this.take(name, this.convert(
       this.fetch(name, shape),
       (t) => t.to('float32'),
       (t) => this.onDevice(t),
-    );
+    ));
   }
 
   /** Throws when the checkpoint holds tensors the model did not take (a config/weights mismatch). */

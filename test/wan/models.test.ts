@@ -128,6 +128,31 @@ t.test('UMT5 encodePrompt: running only the real tokens is exact; padding rows a
   });
 });
 
+t.test('Wan transformer: the chunked feed-forward equals the unchunked one; parameters are the mapped views', async (tt) => {
+  const whole = await WanTransformer3DModel.load(join(MODEL, 'transformer'));
+  const sliced = await WanTransformer3DModel.load(join(MODEL, 'transformer'), { ffnChunkTokens: 7 });
+  t.teardown(() => {
+    whole.dispose();
+    sliced.dispose();
+  });
+  E.scope(() => {
+    const x = E.randn([1, 16, 3, 8, 10], { seed: 1 }); // 60 tokens: 9 slices of 7 and one of 4
+    const ts = E.tensor([321], [1], { dtype: 'int64' });
+    const text = E.randn([1, 20, 32], { seed: 2 });
+    tt.same(sliced.forward(x, ts, text).toArray(), whole.forward(x, ts, text).toArray(), 'identical outputs');
+  });
+  const w = await openWeights(join(MODEL, 'transformer'));
+  const model = new WanTransformer3DModel(w, parseComponentConfig('WanTransformer3DModel', json(join(MODEL, 'transformer', 'config.json')), 'x'));
+  const q = model.parameter('blocks.0.attn1.to_q.weight');
+  tt.equal(q, w.get('blocks.0.attn1.to_q.weight'), 'a float32 matrix is the WeightSet view itself');
+  tt.equal(E.storageInfo(q).kind, 'mapped');
+  tt.same(model.parameter('patch_embedding.weight').shape, [24, 64], 'the patch embedding as the linear sees it');
+  tt.throws(() => model.parameter('blocks.9.attn1.to_q.weight'), /no parameter 'blocks\.9\.attn1\.to_q\.weight'/);
+  tt.throws(() => new WanTransformer3DModel(w, model.config, { ffnChunkTokens: 0 }), /ffnChunkTokens must be a positive integer/);
+  model.dispose();
+  w.dispose();
+});
+
 t.test('Wan transformer: input and weight mismatches are clear errors', async (tt) => {
   const model = await WanTransformer3DModel.load(join(MODEL, 'transformer'));
   t.teardown(() => model.dispose());

@@ -53,7 +53,7 @@ interface WanBlock {
   ffnOut: Linear;
 }
 
-/** Token count above which the feed-forward runs in slices of this many tokens (bounds its hidden buffer). */
+/** Default token count above which the feed-forward runs in slices of this many tokens. */
 const FFN_CHUNK_TOKENS = 8192;
 
 /**
@@ -74,7 +74,13 @@ function axisAngles(positions: number, dim: number): { cos: Float32Array; sin: F
   return { cos: c, sin: s };
 }
 
-export type WanTransformerLoadOptions = ParamOptions;
+export interface WanTransformerLoadOptions extends ParamOptions {
+  /**
+   * The feed-forward (a per-token map) runs over slices of this many tokens, which bounds its
+   * [tokens, ffn_dim] hidden buffer (4.2 GB for the 14B at 720p in one piece); default 8192.
+   */
+  ffnChunkTokens?: number;
+}
 
 export class WanTransformer3DModel {
   readonly config: WanTransformer3DConfig;
@@ -82,6 +88,7 @@ export class WanTransformer3DModel {
   readonly outChannels: number;
   private readonly params: ModelParams;
   private readonly weights: WeightSet | null;
+  private readonly ffnChunkTokens: number;
   private readonly patchEmbedding: Linear;
   private readonly timeEmbedder1: Linear;
   private readonly timeEmbedder2: Linear;
@@ -100,6 +107,9 @@ export class WanTransformer3DModel {
     checkSupported(config);
     this.config = config;
     this.weights = owns;
+    this.ffnChunkTokens = opts.ffnChunkTokens ?? FFN_CHUNK_TOKENS;
+    if (!Number.isInteger(this.ffnChunkTokens) || this.ffnChunkTokens < 1)
+      throw new RangeError(`${NAME}: ffnChunkTokens must be a positive integer, got ${opts.ffnChunkTokens}`);
     const c = config;
     const inner = (this.innerDim = c.num_attention_heads * c.attention_head_dim);
     const out = (this.outChannels = c.out_channels ?? c.in_channels);
@@ -172,6 +182,15 @@ export class WanTransformer3DModel {
     }
   }
 
+  /**
+   * The tensor the forward pass uses for a checkpoint weight (diffusers name, e.g.
+   * 'blocks.0.attn1.to_q.weight'): the mapped view itself for matrices kept in their stored dtype, so
+   * LoRA merging can write into it; float32 copies for small vectors.
+   */
+  parameter(name: string): Tensor {
+    return this.params.taken(name);
+  }
+
   /** dtype the large matrices are stored (or were converted) in */
   get weightDtype(): string {
     return this.blocks[0]?.attn1.toQ.weight.dtype ?? this.projOut.weight.dtype;
@@ -236,9 +255,10 @@ export class WanTransformer3DModel {
   private feedForward(block: WanBlock, x: Tensor): Tensor {
     const run = (part: Tensor) => linear(linear(part, block.ffnIn.weight, block.ffnIn.bias, 'gelu_tanh'), block.ffnOut.weight, block.ffnOut.bias);
     const l = x.size(1);
-    if (l <= FFN_CHUNK_TOKENS) return run(x);
+    const chunk = this.ffnChunkTokens;
+    if (l <= chunk) return run(x);
     const parts: Tensor[] = [];
-    for (let at = 0; at < l; at += FFN_CHUNK_TOKENS) parts.push(scope(() => run(x.slice(1, at, Math.min(l, at + FFN_CHUNK_TOKENS)))));
+    for (let at = 0; at < l; at += chunk) parts.push(scope(() => run(x.slice(1, at, Math.min(l, at + chunk)))));
     return concat(parts, 1);
   }
 
