@@ -151,3 +151,26 @@ t.test('AutoencoderKL: shapes, latent scaling, bad inputs', async (tt) => {
     tt.throws(() => vae.encode(E.randn([1, 3, 30, 48], { seed: 3 })), /image size 30x48 is not a multiple of 8/);
   });
 });
+
+t.test('ZImageTransformer2DModel: the chunked feed-forward equals the whole one; parameter() is the tensor in use', async (tt) => {
+  const whole = await ZImageTransformer2DModel.load(join(GOLDEN, 'model', 'transformer'));
+  const chunked = await ZImageTransformer2DModel.load(join(GOLDEN, 'model', 'transformer'), { ffnChunkTokens: 7 });
+  t.teardown(() => {
+    whole.dispose();
+    chunked.dispose();
+  });
+  E.scope(() => {
+    const x = [E.randn([16, 1, 8, 12], { seed: 1 })];
+    const cap = [E.randn([9, 12], { seed: 2 })];
+    const t1 = E.tensor([0.4], [1]);
+    const [a] = whole.forward(x, t1, cap) as [E.Tensor];
+    const [b] = chunked.forward(x, t1, cap) as [E.Tensor];
+    tt.ok(relL2Error(b.toFloat32(), a.toFloat32()) < 1e-6, 'same output with 7-token slices');
+    const q = whole.parameter('layers.1.attention.to_q.weight');
+    tt.same([q.dtype, q.shape], ['bfloat16', [64, 64]], 'the stored bf16 matrix');
+    tt.equal(E.storageInfo(q).kind, 'mapped', 'the mapped view itself');
+    tt.same(whole.parameter('x_pad_token').dtype, 'float32');
+    tt.throws(() => whole.parameter('layers.9.attention.to_q.weight'), /has no parameter 'layers\.9\.attention\.to_q\.weight'/);
+  });
+  await tt.rejects(ZImageTransformer2DModel.load(join(GOLDEN, 'model', 'transformer'), { ffnChunkTokens: 0 }), /ffnChunkTokens must be a positive integer/);
+});

@@ -89,13 +89,23 @@ interface Rotary {
   sin: Tensor;
 }
 
-export type ZImageTransformerLoadOptions = ParamOptions;
+/** Default token count above which the feed-forward runs in slices of this many tokens. */
+const FFN_CHUNK_TOKENS = 8192;
+
+export interface ZImageTransformerLoadOptions extends ParamOptions {
+  /**
+   * The feed-forward (a per-token map) runs over slices of this many tokens, which bounds its
+   * [tokens, ffn_dim] hidden buffers (1.3 GB each for a CFG batch at 2048x2048 in one piece); default 8192.
+   */
+  ffnChunkTokens?: number;
+}
 
 export class ZImageTransformer2DModel {
   readonly config: ZImageTransformer2DConfig;
   readonly headDim: number;
   private readonly params: ModelParams;
   private readonly weights: WeightSet | null;
+  private readonly ffnChunkTokens: number;
   private readonly heads = new Map<string, PatchHead>();
   private readonly xPadToken: Tensor;
   private readonly capPadToken: Tensor;
@@ -116,6 +126,9 @@ export class ZImageTransformer2DModel {
     checkSupported(config);
     this.config = config;
     this.weights = owns;
+    this.ffnChunkTokens = opts.ffnChunkTokens ?? FFN_CHUNK_TOKENS;
+    if (!Number.isInteger(this.ffnChunkTokens) || this.ffnChunkTokens < 1)
+      throw new RangeError(`${NAME}: ffnChunkTokens must be a positive integer, got ${opts.ffnChunkTokens}`);
     const c = config;
     const dim = c.dim;
     const hd = (this.headDim = dim / c.n_heads);
@@ -184,6 +197,15 @@ export class ZImageTransformer2DModel {
     }
   }
 
+  /**
+   * The tensor the forward pass uses for a checkpoint weight (diffusers name, e.g.
+   * 'layers.0.attention.to_q.weight'): the mapped view itself for matrices kept in their stored dtype,
+   * so LoRA merging can write into it; float32 copies for small vectors.
+   */
+  parameter(name: string): Tensor {
+    return this.params.taken(name);
+  }
+
   get inChannels(): number {
     return this.config.in_channels;
   }
@@ -244,7 +266,13 @@ export class ZImageTransformer2DModel {
   }
 
   private feedForward(block: ZImageBlock, x: Tensor): Tensor {
-    return linear(mul(linear(x, block.w1, null, 'silu'), linear(x, block.w3)), block.w2);
+    const run = (part: Tensor) => linear(mul(linear(part, block.w1, null, 'silu'), linear(part, block.w3)), block.w2);
+    const l = x.size(1);
+    const chunk = this.ffnChunkTokens;
+    if (l <= chunk) return run(x);
+    const parts: Tensor[] = [];
+    for (let at = 0; at < l; at += chunk) parts.push(scope(() => run(x.slice(1, at, Math.min(l, at + chunk)))));
+    return concat(parts, 1);
   }
 
   /**
