@@ -1,11 +1,11 @@
 // node-diffusion generate: one generation from the command line, a thin layer over loadPipeline()
-// and Pipeline.generate(): writes an MP4 (or a PNG for single-frame outputs), shows a progress bar
+// and Pipeline.generate(): writes an MP4 (or a PNG/JPEG/WebP for single-frame outputs), shows a progress bar
 // over the denoising steps and prints the stage timings and peak memory.
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveQuality } from '../encode/image.js';
-import { encodeImage } from '../encode/image.js';
+import { encodeImage, type ImageFormat } from '../encode/image.js';
 import { encodeMp4 } from '../encode/video.js';
 import { loadPipeline } from '../pipelines/load.js';
 import { type GenerateRequest, type GenerateResult, RequestError } from '../pipelines/types.js';
@@ -14,7 +14,7 @@ import type { Command } from './main.js';
 import { createProgress, type Progress } from './progress.js';
 
 export const GENERATE_FLAGS: FlagTable = {
-  'model-path': { type: 'string', help: 'model: local diffusers folder, Hugging Face repo id, or demo:<family> (required)', placeholder: 'path|org/name|demo:wan' },
+  'model-path': { type: 'string', help: 'model: local diffusers folder, Hugging Face repo id, or demo:<family> (required)', placeholder: 'path|org/name|demo:<family>' },
   config: { type: 'string', help: 'JSON or YAML file of options (keys as flag names); flags on the command line win', placeholder: 'file' },
   prompt: { type: 'string', help: 'text prompt', placeholder: 'text' },
   'negative-prompt': { type: 'string', help: "what to avoid (default: the model's negative prompt)", placeholder: 'text' },
@@ -28,7 +28,8 @@ export const GENERATE_FLAGS: FlagTable = {
   seed: { type: 'int', help: 'random seed of the initial noise (output i uses seed + i)', defaultText: '42' },
   'output-path': { type: 'string', help: 'folder to write into', placeholder: 'dir', defaultText: './outputs' },
   'output-file-name': { type: 'string', help: 'file name (extension added); default from the prompt, time and parameters', placeholder: 'name' },
-  'output-quality': { type: 'string', help: 'video quality preset', choices: ['maximum', 'high', 'medium', 'low', 'default'], defaultText: 'default' },
+  'output-format': { type: 'string', help: 'file format of image outputs (videos are MP4)', choices: ['png', 'jpeg', 'webp'], defaultText: 'png' },
+  'output-quality': { type: 'string', help: 'quality preset of JPEG, WebP and video outputs', choices: ['maximum', 'high', 'medium', 'low', 'default'], defaultText: 'default' },
   'output-compression': { type: 'int', help: 'quality 0..100, wins over --output-quality' },
   device: { type: 'string', help: 'where to compute', choices: ['cpu', 'cuda', 'auto'], defaultText: 'auto' },
   'text-encoder-cpu-offload': { type: 'boolean', help: 'release the text encoder after prompt encoding (always done on the CPU)' },
@@ -58,6 +59,7 @@ export interface GenerateConfig {
   textEncoderCpuOffload: boolean;
   outputPath: string;
   outputFileName: string | null;
+  outputFormat: ImageFormat;
   outputQuality: string | undefined;
   outputCompression: number | undefined;
   request: Omit<GenerateRequest, 'onProgress' | 'signal'>;
@@ -73,7 +75,7 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
   for (const [flag, { neutral, why }] of Object.entries(NOT_YET))
     if (v[flag] !== undefined && v[flag] !== neutral) throw new UsageError(`--${flag}: ${why}`);
   const modelPath = v['model-path'];
-  if (typeof modelPath !== 'string' || modelPath === '') throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan)');
+  if (typeof modelPath !== 'string' || modelPath === '') throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan / demo:zimage)');
   const prompt = v.prompt;
   if (typeof prompt !== 'string') throw new UsageError('--prompt is required');
   const num = (flag: string) => v[flag] as number | undefined;
@@ -94,6 +96,7 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
     textEncoderCpuOffload: (v['text-encoder-cpu-offload'] as boolean | undefined) ?? false,
     outputPath: (v['output-path'] as string | undefined) ?? './outputs',
     outputFileName: name ?? null,
+    outputFormat: (v['output-format'] as ImageFormat | undefined) ?? 'png',
     outputQuality: v['output-quality'] as string | undefined,
     outputCompression: num('output-compression'),
     request,
@@ -116,18 +119,22 @@ export function defaultFileName(req: GenerateRequest, when: Date): string {
   return `${prompt}_${stamp}_${hash}`.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
-/** Writes each output (MP4, or PNG for one frame) and returns the paths. */
+/** File extension of each image format. */
+const IMAGE_EXTENSIONS: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+/** Writes each output (MP4, or an image in the output format for one frame) and returns the paths. */
 async function writeOutputs(result: GenerateResult, cfg: GenerateConfig, baseName: string): Promise<string[]> {
   await mkdir(cfg.outputPath, { recursive: true });
   const video = result.numFrames > 1;
   const quality = resolveQuality({ outputCompression: cfg.outputCompression ?? null, outputQuality: cfg.outputQuality ?? null }, video ? 'video' : 'image');
-  const stem = baseName.replace(/\.(mp4|png)$/i, '');
+  const stem = baseName.replace(/\.(mp4|png|jpe?g|webp)$/i, '');
+  const ext = video ? 'mp4' : IMAGE_EXTENSIONS[cfg.outputFormat];
   const paths: string[] = [];
   for (const [i, frames] of result.outputs.entries()) {
     const suffix = result.outputs.length > 1 ? `_${i}` : '';
-    const path = resolve(join(cfg.outputPath, `${stem}${suffix}.${video ? 'mp4' : 'png'}`));
+    const path = resolve(join(cfg.outputPath, `${stem}${suffix}.${ext}`));
     if (video) await encodeMp4(frames, { fps: result.fps, quality }, path);
-    else await writeFile(path, await encodeImage(frames[0]!, 'png', quality));
+    else await writeFile(path, await encodeImage(frames[0]!, cfg.outputFormat, quality));
     paths.push(path);
   }
   return paths;
@@ -137,7 +144,7 @@ function formatMs(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`;
 }
 
-const USAGE = 'Usage: node-diffusion generate --model-path <dir|org/name|demo:wan> --prompt <text> [options]';
+const USAGE = 'Usage: node-diffusion generate --model-path <dir|org/name|demo:wan|demo:zimage> --prompt <text> [options]';
 const FOOTER = 'Component overrides: --<component>-path <dir> (e.g. --vae-path, --transformer-path, --text-encoder-path).';
 
 export const command: Command = {
