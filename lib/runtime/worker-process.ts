@@ -16,10 +16,28 @@ export function workerEntry(): { file: string; execArgv: string[] } {
   const fromSources = self.endsWith('.ts');
   const file = self.replace(/worker-process\.(ts|js)$/, fromSources ? 'worker.ts' : 'worker.js');
   if (!existsSync(file)) throw new Error(`worker module not found at ${file}`);
-  const execArgv = [...process.execArgv];
+  const execArgv = inheritableExecArgv(process.execArgv);
   // The .ts worker needs the tsx loader; it is inherited from our own flags, or added when missing.
   if (fromSources && !execArgv.some((a) => a.includes('tsx'))) execArgv.push('--import=tsx');
   return { file, execArgv };
+}
+
+/**
+ * Our node flags minus those that would make the worker run something else (-e/-p scripts, --input-type)
+ * or collide with us (--inspect ports). Loaders (--import, --require) and limits are kept.
+ */
+export function inheritableExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; ++i) {
+    const a = argv[i] as string;
+    if (['-e', '--eval', '-p', '--print', '--input-type'].includes(a)) {
+      ++i;
+      continue;
+    }
+    if (/^--(eval|print|input-type)=/.test(a) || /^--inspect(-brk|-port|-wait)?(=|$)/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
 }
 
 export interface WorkerEvents {

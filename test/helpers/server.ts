@@ -67,6 +67,21 @@ export interface ServeProcess {
 }
 
 const MAIN = resolve(import.meta.dirname, '../../lib/cli/main.ts');
+const spawned = new Set<ChildProcess>();
+
+/** SIGKILLs every `serve` process spawnServe started that is still running (test teardown). */
+export async function killSpawned(): Promise<void> {
+  await Promise.all(
+    [...spawned].map(
+      (child) =>
+        new Promise<void>((resolveExit) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolveExit();
+          child.once('exit', () => resolveExit());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+}
 
 /** `node-diffusion serve <args>` from the TypeScript sources, on a random port; resolves once it listens. */
 export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ServeProcess> {
@@ -75,6 +90,8 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = proces
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
   const lines: string[] = [];
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
