@@ -24,9 +24,10 @@ registerCheck('WanPipeline', 'text_encode', async (ctx) => {
   const encoder = await UMT5Encoder.load(cc.dir, { device: ctx.device });
   try {
     const maxLen = param<number>(ctx, 'max_sequence_length', isPositiveInt, 'a positive integer');
-    const ids = ctx.inputTensor('input_ids').toDevice(ctx.device);
-    const mask = ctx.inputTensor('attention_mask').toDevice(ctx.device);
-    return { prompt_embeds: encoder.encodePrompt(ids, mask, maxLen) };
+    const embeds = scope(() =>
+      encoder.encodePrompt(ctx.inputTensor('input_ids').toDevice(ctx.device), ctx.inputTensor('attention_mask').toDevice(ctx.device), maxLen),
+    );
+    return { prompt_embeds: embeds };
   } finally {
     encoder.dispose();
   }
@@ -36,10 +37,12 @@ registerCheck('WanPipeline', 'transformer', async (ctx) => {
   const cc = await readComponentConfig(ctx.modelDir, 'transformer');
   const model = await WanTransformer3DModel.load(cc.dir, { device: ctx.device });
   try {
-    const sample = model.forward(
-      ctx.inputTensor('hidden_states').toDevice(ctx.device),
-      ctx.inputTensor('timestep').toDevice(ctx.device),
-      ctx.inputTensor('encoder_hidden_states').toDevice(ctx.device),
+    const sample = scope(() =>
+      model.forward(
+        ctx.inputTensor('hidden_states').toDevice(ctx.device),
+        ctx.inputTensor('timestep').toDevice(ctx.device),
+        ctx.inputTensor('encoder_hidden_states').toDevice(ctx.device),
+      ),
     );
     return { sample };
   } finally {
@@ -60,8 +63,8 @@ registerCheck('WanPipeline', 'scheduler', async (ctx) => {
     const scheduler = new UniPCMultistepScheduler(base);
     try {
       scheduler.setTimesteps(steps);
-      const outputs = ctx.inputTensor('model_outputs').toDevice(ctx.device);
       const samples = scope(() => {
+        const outputs = ctx.inputTensor('model_outputs').toDevice(ctx.device);
         let x = ctx.inputTensor('sample').toDevice(ctx.device);
         const all: Tensor[] = [];
         scheduler.timesteps.forEach((t, i) => {
