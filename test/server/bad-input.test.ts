@@ -34,7 +34,7 @@ interface Case {
 function form(fields: Record<string, string>, files: Array<[string, Buffer, string]> = []): FormData {
   const f = new FormData();
   for (const [k, v] of Object.entries(fields)) f.append(k, v);
-  for (const [k, data, name] of files) f.append(k, new Blob([data], { type: 'image/png' }), name);
+  for (const [k, data, name] of files) f.append(k, new Blob([new Uint8Array(data)], { type: 'image/png' }), name);
   return f;
 }
 

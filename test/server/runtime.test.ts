@@ -108,7 +108,7 @@ t.test('health, health_generate, models, metrics, request ids in logs', async (t
   t.equal(models.data.length, 1);
   t.match(models.data[0], { id: 'demo:wan', object: 'model', owned_by: 'node-diffusion', task_type: 'T2V', num_gpus: 1 });
   t.match(await s.client.models.retrieve('demo:wan'), { id: 'demo:wan', object: 'model' });
-  await t.rejects(s.client.models.retrieve('nope'), { status: 404 });
+  await t.rejects(s.client.models.retrieve('nope'), /^404 /);
 
   const created = await http(`${s.url}/v1/videos`, { method: 'POST', json: TINY, headers: { 'x-request-id': 'trace-me-42' } });
   t.equal(created.headers.get('x-request-id'), 'trace-me-42', 'the given request id is echoed');

@@ -156,8 +156,8 @@ t.test('delete: completed video and its files', async (t) => {
   t.same(del, { id: v.id, object: 'video.deleted', deleted: true });
   t.notOk(existsSync(file), 'mp4 removed');
   t.notOk(existsSync(server.app.runtime.layout.thumbnailFile(v.id)), 'thumbnail removed');
-  await t.rejects(client.videos.retrieve(v.id), { status: 404 });
-  await t.rejects(client.videos.delete(v.id), { status: 404 }, 'deleting twice: 404');
+  await t.rejects(client.videos.retrieve(v.id), /^404 /);
+  await t.rejects(client.videos.delete(v.id), /^404 /, 'deleting twice: 404');
 });
 
 t.test('delete cancels a running job at its next step, and the next job runs', async (t) => {
@@ -170,7 +170,7 @@ t.test('delete cancels a running job at its next step, and the next job runs', a
   t.equal((await client.videos.retrieve(queued.id)).status, 'queued', 'FIFO: the second job waits');
   const t0 = Date.now();
   await client.videos.delete(long.id);
-  await t.rejects(client.videos.retrieve(long.id), { status: 404 });
+  await t.rejects(client.videos.retrieve(long.id), /^404 /);
   await completed(queued.id);
   t.ok(Date.now() - t0 < 20_000, `the queued job finished ${Date.now() - t0} ms after the cancel (400 steps would take far longer)`);
   t.notOk(existsSync(server.app.runtime.layout.videoFile(long.id)), 'the cancelled job left no file');
@@ -183,7 +183,7 @@ t.test('a queued job can be deleted before it runs', async (t) => {
   const q = (await client.videos.create({ prompt: 'never runs', ...TINY } as never)) as Video;
   t.equal((await client.videos.retrieve(q.id)).status, 'queued');
   await client.videos.delete(q.id);
-  await t.rejects(client.videos.retrieve(q.id), { status: 404 });
+  await t.rejects(client.videos.retrieve(q.id), /^404 /);
   await completed(blocker.id);
   const content = await http(`${url}/v1/videos/${q.id}/content`);
   t.equal(content.status, 404);
