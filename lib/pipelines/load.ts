@@ -59,18 +59,6 @@ export function registerDemo(family: string, version: number, generate: DemoGene
   demos.set(family, { version, generate });
 }
 
-/** Pipeline classes that have an implementation. */
-export async function registeredPipelines(): Promise<string[]> {
-  await import('./all.js');
-  return [...factories.keys()];
-}
-
-/** Families served as `demo:<family>`. */
-export async function demoFamilies(): Promise<string[]> {
-  await import('./all.js');
-  return [...demos.keys()];
-}
-
 /** The folder demo models are generated into: ND_DEMO_CACHE or ~/.cache/node-diffusion/demo. */
 export function demoCacheDir(): string {
   return resolve(process.env.ND_DEMO_CACHE || join(homedir(), '.cache', 'node-diffusion', 'demo'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 
 import * as E from '../../lib/engine/index.js';
-import { demoModelDir, loadPipeline } from '../../lib/pipelines/load.js';
+import { demoModelDir, loadPipeline, registerDemo, registerPipeline } from '../../lib/pipelines/load.js';
 import { type GenerateRequest, type Pipeline, type Progress, RequestError } from '../../lib/pipelines/types.js';
 import { WAN_DEFAULT_NEGATIVE_PROMPT, WanPipeline } from '../../lib/pipelines/wan.js';
 
@@ -222,4 +222,6 @@ t.test('loadPipeline errors: unknown pipeline class, missing folder, unsupported
   await tt.rejects(loadPipeline(copy), /two-expert Wan2\.2 models/);
   await tt.rejects(loadPipeline(join(tmp, 'nothing-here')), /nothing-here/);
   await tt.rejects(loadPipeline('demo:wan', { device: 'tpu' as never }), /unknown device 'tpu'/);
+  tt.throws(() => registerPipeline('WanPipeline', async () => pipeline), /a pipeline for WanPipeline is already registered/);
+  tt.throws(() => registerDemo('wan', 1, async () => {}), /a demo model 'wan' is already registered/);
 });
