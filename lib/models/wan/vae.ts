@@ -81,7 +81,7 @@ class WeightReader {
     const n = shape.reduce((a, b) => a * b, 1);
     return this.convert(
       this.fetch(name, shape),
-      (t) => t.to('float32'),
+      (t) => (t.dtype === 'float32' ? t : t.to('float32')),
       (t) => (t.ndim === 1 ? t : t.reshape(n)),
       (t) => this.toDevice(t),
     );
