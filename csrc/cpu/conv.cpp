@@ -23,8 +23,8 @@ namespace nd {
 
 namespace {
 
-constexpr int64_t kKC = 256;   // depth of one packed slice
-constexpr int64_t kMC = 168;   // output channels per task (a multiple of every MR)
+constexpr int64_t kKC = 384;   // depth of one packed slice
+constexpr int64_t kMC = 224;   // output channels per task
 constexpr int64_t kNC = 3072;  // output positions per block (packed B slice <= 3 MB)
 
 thread_local cpu::ScratchBuffer t_pack_w;
@@ -213,16 +213,15 @@ void pack_weights(const ConvGeom& g, const T* w, int64_t gi, int mr, int64_t p0,
   const int64_t M = g.Og, K = g.K;
   for (int64_t p = p0; p < p1; ++p) {
     float* d = dst + p * K * mr;
-    for (int r = 0; r < mr; ++r) {
-      const int64_t o = p * mr + r;
-      if (o >= M) {
-        for (int64_t k = 0; k < K; ++k) d[k * mr + r] = 0.0f;
-        continue;
+    const int64_t rows = std::min<int64_t>(mr, M - p * mr);
+    const T* wp = w + (gi * M + p * mr) * K;  // the panel's first row
+    // destination order (sequential writes); the panel's rows are read in step
+    for (int64_t tap = 0; tap < g.kvol; ++tap)
+      for (int64_t c = 0; c < g.Cg; ++c, d += mr) {
+        const T* src = wp + c * g.kvol + tap;
+        for (int64_t r = 0; r < rows; ++r) d[r] = widen(src[r * K]);
+        for (int64_t r = rows; r < mr; ++r) d[r] = 0.0f;
       }
-      const T* wo = w + (gi * M + o) * K;
-      for (int64_t tap = 0; tap < g.kvol; ++tap)
-        for (int64_t c = 0; c < g.Cg; ++c) d[(tap * g.Cg + c) * mr + r] = widen(wo[c * g.kvol + tap]);
-    }
   }
 }
 
