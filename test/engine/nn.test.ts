@@ -1,6 +1,7 @@
 // Convolutions, nearest resampling, norms, RoPE and embedding lookup against float64
 // references written here, on fresh random inputs; plus bad-input errors.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import t from 'tap';
@@ -192,6 +193,22 @@ t.test('upsampleNearest matches torch nearest / nearest-exact index formulas exa
     const y = E.tensor([0, 1, 2, 3, 4, 5], [1, 1, 3, 2]).transpose(2, 3);
     t.same(E.upsampleNearest(y, [4, 3], false).toArray(), [0, 2, 4, 0, 2, 4, 1, 3, 5, 1, 3, 5]);
   });
+});
+
+t.test('upsampleNearest picks the source indices PyTorch picks (recorded from torch)', async (t) => {
+  const file = fileURLToPath(new URL('../fixtures/nearest/torch-indices.json', import.meta.url));
+  const recorded = JSON.parse(readFileSync(file, 'utf8')) as { cases: Record<string, Record<'nearest' | 'nearest-exact', number[]>> };
+  for (const [key, modes] of Object.entries(recorded.cases)) {
+    const [inSize, outSize] = key.split('->').map(Number) as [number, number];
+    E.scope(() => {
+      const x = E.arange(0, inSize).reshape(1, 1, 1, inSize);
+      for (const mode of ['nearest', 'nearest-exact'] as const) {
+        const want = modes[mode];
+        t.same(E.upsampleNearest(x, [1, outSize], mode === 'nearest-exact').toArray(), want, `${key} ${mode}`);
+        t.same(Array.from({ length: outSize }, (_, d) => nearestIndex(d, inSize, outSize, mode === 'nearest-exact')), want, `reference formula ${key} ${mode}`);
+      }
+    });
+  }
 });
 
 t.test('upsampleNearest bad input', async (t) => {
