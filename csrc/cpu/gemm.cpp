@@ -350,6 +350,75 @@ MatRef offset(const MatRef& m, int64_t i, int64_t j) {
 
 }  // namespace
 
+namespace {
+
+// out[i] = sum_k x[i * ldx + k] * w[k] (k < kn) for MROWS rows of x against one weight row.
+template <int MROWS, class T>
+void dot_rows(const float* x, int64_t ldx, int64_t kn, const T* w, float* out) {
+  int64_t k = 0;
+  float sums[MROWS] = {};
+#ifdef __AVX2__
+  __m256 acc0[MROWS], acc1[MROWS];
+#pragma GCC unroll 4
+  for (int i = 0; i < MROWS; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  for (; k + 16 <= kn; k += 16) {
+    const __m256 w0 = load8(w + k), w1 = load8(w + k + 8);
+#pragma GCC unroll 4
+    for (int i = 0; i < MROWS; ++i) {
+      acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * ldx + k), w0, acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * ldx + k + 8), w1, acc1[i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MROWS; ++i) {
+    alignas(32) float v[8];
+    _mm256_store_ps(v, _mm256_add_ps(acc0[i], acc1[i]));
+    sums[i] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+  }
+#endif
+  for (; k < kn; ++k) {
+    const float wk = to_f32(w[k]);
+    for (int i = 0; i < MROWS; ++i) sums[i] += x[i * ldx + k] * wk;
+  }
+  for (int i = 0; i < MROWS; ++i) out[i] += sums[i];
+}
+
+constexpr int64_t kSmallM = 4;
+
+// A few rows against a weight whose columns are contiguous along k ([N, K] row-major viewed
+// transposed): dot products streaming each weight row once, no packing (each weight element is
+// used only M times, so packing would cost more than the arithmetic). Parallel over N.
+void gemm_small_m(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
+                  const GemmEpilogue& ep) {
+  std::vector<float> x(static_cast<size_t>(M * K));
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = x.data() + i * K;
+    const float* src = load_row(a.data, a.dtype, i * a.rs, a.cs, K, row);
+    for (int64_t k = 0; k < K; ++k) row[k] = ep.alpha * src[k];
+  }
+  dispatch_dtype(b.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* w = static_cast<const T*>(b.data);
+    parallel_for(0, N, 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t n = lo; n < hi; ++n) {
+        float r[kSmallM] = {};
+        switch (M) {
+          case 1: dot_rows<1>(x.data(), K, K, w + n * b.cs, r); break;
+          case 2: dot_rows<2>(x.data(), K, K, w + n * b.cs, r); break;
+          case 3: dot_rows<3>(x.data(), K, K, w + n * b.cs, r); break;
+          default: dot_rows<4>(x.data(), K, K, w + n * b.cs, r); break;
+        }
+        for (int64_t i = 0; i < M; ++i) c[i * ldc + n] = ep.accumulate ? c[i * ldc + n] + r[i] : r[i];
+      }
+      if (ep.bias || ep.act != Activation::None)
+        for (int64_t i = 0; i < M; ++i)
+          apply_epilogue_row(c + i * ldc + lo, hi - lo, ep.bias ? ep.bias + lo : nullptr, ep.act);
+    });
+  });
+}
+
+}  // namespace
+
 void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
           const GemmEpilogue& ep) {
   if (M <= 0 || N <= 0) return;
@@ -357,8 +426,12 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
     for (int64_t i = 0; i < M; ++i) {
       float* row = c + i * ldc;
       if (!ep.accumulate) std::fill(row, row + N, 0.0f);
-      apply_epilogue_row(row, N, ep.bias ? ep.bias : nullptr, ep.act);
+      apply_epilogue_row(row, N, ep.bias, ep.act);
     }
+    return;
+  }
+  if (M <= kSmallM && b.rs == 1) {
+    gemm_small_m(M, N, K, a, b, c, ldc, ep);
     return;
   }
   const MicroKernel& uk = micro_kernel();

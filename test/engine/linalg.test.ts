@@ -128,18 +128,21 @@ function refLinear(x: Float64Array, M: number, K: number, w: Float64Array, N: nu
   return out;
 }
 
-t.test('linear: bias and every fused activation, f32/bf16/f16 weights', async (t) => {
+t.test('linear: bias and every fused activation, f32/bf16/f16 weights, few and many rows', async (t) => {
   for (const wd of ['float32', 'bfloat16', 'float16'] as E.DType[]) {
     for (const [name, act] of activations) {
-      E.scope(() => {
-        const M = 2 * 7, K = 33, N = 129;
-        const x = rand([2, 7, K], 'float32', 2), w = rand([N, K], wd), bias = rand([N], wd);
-        const out = E.linear(x.t, w.t, bias.t, name);
-        t.same(out.shape, [2, 7, N]);
-        t.equal(out.dtype, 'float32');
-        const err = relL2(out.toFloat32(), refLinear(x.v, M, K, w.v, N, bias.v, act));
-        t.ok(err <= 1e-5, `${wd} weight, ${name}: rel-L2 ${err.toExponential(2)}`);
-      });
+      // 1 and 3 rows take the unpacked dot-product path, 14 rows the packed GEMM
+      for (const rows of [1, 3, 14]) {
+        E.scope(() => {
+          const K = 37, N = 129;
+          const x = rand([rows, 1, K], 'float32', 2), w = rand([N, K], wd), bias = rand([N], wd);
+          const out = E.linear(x.t, w.t, bias.t, name);
+          t.same(out.shape, [rows, 1, N]);
+          t.equal(out.dtype, 'float32');
+          const err = relL2(out.toFloat32(), refLinear(x.v, rows, K, w.v, N, bias.v, act));
+          t.ok(err <= 1e-5, `${wd} weight, ${name}, ${rows} rows: rel-L2 ${err.toExponential(2)}`);
+        });
+      }
     }
   }
 });
