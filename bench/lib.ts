@@ -4,6 +4,8 @@
 export interface BenchContext {
   /** single-precision FMA peak of all cores in GFLOP/s, measured by the runner */
   peakGflops: number;
+  /** the same peak for one thread */
+  peakOneGflops?: number;
   /** measured f32 GEMM rate at a reference shape (GFLOP/s), once the gemm case has run */
   gemmGflops?: number;
   /** fewer repetitions and smaller shapes (BENCH_QUICK=1) */

@@ -2,6 +2,7 @@
 // equivalent FLOPs 4 L^2 D H. Ratio: against the f32 GEMM rate measured by the gemm case (or
 // measured here at 4096x1536x1536 when that case did not run).
 import * as E from '../../lib/engine/index.js';
+import { cpuNote, timeWithCpu } from '../cpu-time.js';
 import { type BenchCase, type BenchRow, timeIt } from '../lib.js';
 import { torchRows } from '../torch.js';
 
@@ -25,8 +26,9 @@ const attention: BenchCase = async (ctx) => {
   for (const L of lengths) {
     const reps = ctx.quick || L >= 16384 ? 1 : 3;
     const [q, k, v] = [1, 2, 3].map((seed) => E.randn([1, HEADS, L, DIM], { seed }));
-    const ms = await timeIt(() => E.attention(q, k, v).dispose(), reps, L >= 16384 ? 0 : 1);
+    const timing = await timeWithCpu(() => E.attention(q, k, v).dispose(), reps, L >= 16384 ? 0 : 1);
     E.disposeAll([q, k, v]);
+    const ms = timing.ms;
     const gflops = (4 * L * L * DIM * HEADS) / ms / 1e6;
     rows.push({
       group: 'attention',
@@ -35,6 +37,7 @@ const attention: BenchCase = async (ctx) => {
       gflops,
       ratio: gflops / gemmRate,
       vs: 'gemm f32',
+      note: cpuNote(gflops, timing, ctx.peakOneGflops ?? ctx.peakGflops / ctx.threads),
     });
   }
   rows.push(

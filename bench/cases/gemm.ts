@@ -2,7 +2,8 @@
 // projections and a 4096-wide layer), f32 activations with f32 and bf16 weights, through
 // linear() as the models call it. Ratio: against the measured FMA peak of all cores.
 import * as E from '../../lib/engine/index.js';
-import { type BenchCase, type BenchRow, timeIt } from '../lib.js';
+import { cpuNote, timeWithCpu } from '../cpu-time.js';
+import type { BenchCase, BenchRow } from '../lib.js';
 import { torchRows } from '../torch.js';
 
 const SHAPES: Array<[number, number, number]> = [
@@ -19,9 +20,10 @@ const gemm: BenchCase = async (ctx) => {
     for (const wdtype of ['float32', 'bfloat16'] as E.DType[]) {
       const x = E.randn([M, K], { seed: 1 });
       const w = E.randn([N, K], { seed: 2, dtype: wdtype });
-      const ms = await timeIt(() => E.linear(x, w).dispose(), reps, 1);
+      const timing = await timeWithCpu(() => E.linear(x, w).dispose(), reps, 1);
       x.dispose();
       w.dispose();
+      const ms = timing.ms;
       const gflops = (2 * M * N * K) / ms / 1e6;
       rows.push({
         group: 'gemm',
@@ -30,6 +32,7 @@ const gemm: BenchCase = async (ctx) => {
         gflops,
         ratio: gflops / ctx.peakGflops,
         vs: 'fma peak',
+        note: cpuNote(gflops, timing, ctx.peakOneGflops ?? ctx.peakGflops / ctx.threads),
       });
       if (wdtype === 'float32' && K === 1536 && N === 1536) ctx.gemmGflops = gflops;
     }

@@ -1,10 +1,12 @@
 // Measures the machine's single-precision FMA throughput with register-resident loops (the
 // ceiling the GEMM benchmark compares against): independent accumulator chains, enough to
-// cover FMA latency on every pipe, in the widest vector ISA the CPU has.
+// cover FMA latency on every pipe, in the widest vector ISA the CPU has. Reports the rate in
+// wall time and per CPU-second of the measuring threads (a core's rate, whatever the load).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <ctime>
 #include <vector>
 
 #include "gemm.h"
@@ -81,17 +83,23 @@ double fma_loop(int64_t iters, float* sink) {
   return fma_loop_generic(iters, sink);
 }
 
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 }  // namespace
 
-double measure_fma_peak_gflops(int threads, double seconds) {
+FmaPeak measure_fma_peak(int threads, double seconds) {
   threads = std::max(1, threads);
   float sink = 0;
   // calibrate: iterations per thread for the requested duration on one thread
   int64_t iters = 1 << 16;
   for (;;) {
-    auto t0 = std::chrono::steady_clock::now();
+    const double t0 = thread_cpu_seconds();
     fma_loop(iters, &sink);
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double dt = thread_cpu_seconds() - t0;
     if (dt > 0.02) {
       iters = static_cast<int64_t>(static_cast<double>(iters) * seconds / dt) + 1;
       break;
@@ -100,25 +108,30 @@ double measure_fma_peak_gflops(int threads, double seconds) {
   }
   std::vector<std::thread> pool;
   std::vector<float> sinks(static_cast<size_t>(threads));
+  std::vector<double> cpu(static_cast<size_t>(threads));
+  std::vector<double> flops(static_cast<size_t>(threads));
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
-  std::atomic<double> flops{0};
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       ready++;
       while (!go.load()) std::this_thread::yield();
-      double f = fma_loop(iters, &sinks[static_cast<size_t>(t)]);
-      double cur = flops.load();
-      while (!flops.compare_exchange_weak(cur, cur + f)) {
-      }
+      const double c0 = thread_cpu_seconds();
+      flops[static_cast<size_t>(t)] = fma_loop(iters, &sinks[static_cast<size_t>(t)]);
+      cpu[static_cast<size_t>(t)] = thread_cpu_seconds() - c0;
     });
   }
   while (ready.load() < threads) std::this_thread::yield();
-  auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   go = true;
   for (auto& th : pool) th.join();
-  double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return flops.load() / dt / 1e9;
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total_flops = 0, total_cpu = 0;
+  for (int t = 0; t < threads; ++t) {
+    total_flops += flops[static_cast<size_t>(t)];
+    total_cpu += cpu[static_cast<size_t>(t)];
+  }
+  return {total_flops / wall / 1e9, total_flops / total_cpu / 1e9};
 }
 
 }  // namespace nd::cpu

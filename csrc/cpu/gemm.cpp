@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -437,9 +438,14 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
   const MicroKernel& uk = micro_kernel();
   const int MR = uk.mr, NR = uk.nr;
   const int nt = num_threads();
-  // split M into equal blocks of at most kMC rows (a multiple of MR)
-  const int64_t m_blocks = (M + kMC - 1) / kMC;
-  const int64_t MC = round_up((M + m_blocks - 1) / m_blocks, MR);
+  // Tasks are (block of rows) x (group of NR-panels), their count a multiple of the thread
+  // count so every thread gets the same work: M in equal blocks of at most kMC rows (a multiple
+  // of MR), a multiple of nt of them when M is tall; otherwise each block split over panels.
+  int64_t want_blocks = (M + kMC - 1) / kMC;
+  if (want_blocks >= nt) want_blocks = round_up(want_blocks, nt);
+  const int64_t MC = round_up((M + want_blocks - 1) / want_blocks, MR);
+  const int64_t m_blocks = (M + MC - 1) / MC;
+  const int64_t want_splits = m_blocks >= nt ? 1 : nt / std::gcd(m_blocks, static_cast<int64_t>(nt));
   const int64_t NC = std::min(round_up(N, NR), kNC);
   const bool epilogue = ep.bias != nullptr || ep.act != Activation::None;
   float* pb = t_pack_b.get(kKC * NC);
@@ -447,8 +453,7 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     const int64_t panels = (nc + NR - 1) / NR;
-    // tasks: row blocks x groups of panels; several per thread so skinny shapes use every core
-    const int64_t splits = std::min<int64_t>(panels, std::max<int64_t>(1, (2 * nt + m_blocks - 1) / m_blocks));
+    const int64_t splits = std::min(panels, want_splits);
     for (int64_t pc = 0; pc < K; pc += kKC) {
       const int64_t kc = std::min(kKC, K - pc);
       const MatRef bs = offset(b, pc, jc);

@@ -85,8 +85,13 @@ class ScratchBuffer {
 
 namespace nd::cpu {
 
-// Single-precision FMA throughput in GFLOP/s of `threads` threads running register-resident
-// FMA chains for about `seconds` (fma_peak.cpp; the ceiling `npm run bench` reports against).
-double measure_fma_peak_gflops(int threads, double seconds);
+struct FmaPeak {
+  double wall_gflops;  // all threads' FMAs over the wall time
+  double core_gflops;  // FMAs per CPU-second of one thread: one core's rate when it runs
+};
+
+// Single-precision FMA throughput of `threads` threads running register-resident FMA chains
+// for about `seconds` (fma_peak.cpp; the ceiling `npm run bench` reports against).
+FmaPeak measure_fma_peak(int threads, double seconds);
 
 }  // namespace nd::cpu

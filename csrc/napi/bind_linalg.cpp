@@ -49,13 +49,18 @@ ND_BINDINGS(bind_linalg) {
     ops::lora_merge(base, terms, out);
     return info.Env().Undefined();
   });
-  // benchFmaPeak(threads, seconds): single-precision FMA GFLOP/s of `threads` threads
+  // benchFmaPeak(threads, seconds) -> { wallGflops, coreGflops }: single-precision FMA rate of
+  // `threads` threads over the wall time, and per CPU-second of one thread
   export_fn(env, exports, "benchFmaPeak", [](const Napi::CallbackInfo& info) {
     int64_t threads = arg_int(info, 0, "threads");
     double seconds = arg_number(info, 1, "seconds");
     if (threads < 1 || threads > 1024) throw std::out_of_range("benchFmaPeak: threads must be 1..1024");
     if (!(seconds > 0 && seconds <= 10)) throw std::out_of_range("benchFmaPeak: seconds must be in (0, 10]");
-    return Napi::Number::New(info.Env(), cpu::measure_fma_peak_gflops(static_cast<int>(threads), seconds));
+    const cpu::FmaPeak peak = cpu::measure_fma_peak(static_cast<int>(threads), seconds);
+    Napi::Object result = Napi::Object::New(info.Env());
+    result.Set("wallGflops", peak.wall_gflops);
+    result.Set("coreGflops", peak.core_gflops);
+    return result;
   });
   export_fn(env, exports, "gemmKernelName", [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), cpu::micro_kernel().name);
