@@ -92,7 +92,7 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: boolean):
   return new Tensor(native.rope(x.handle, cos.handle, sin.handle, interleaved));
 }
 
-/** weight[ids]: ids int32/int64 of any shape -> [...ids.shape, D]; ids out of range throw. */
+/** weight[ids]: ids int32/int64 of any shape -> float32 [...ids.shape, D] for any float weight dtype; an id outside [0, V) throws a RangeError before anything is written. */
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
   return new Tensor(native.embedding(weight.handle, ids.handle));
 }
