@@ -165,11 +165,17 @@ export const command: Command = {
       return 0;
     }
     const t0 = performance.now();
-    const pipeline = await loadPipeline(cfg.modelPath, {
-      device: cfg.device,
-      componentPaths: cfg.componentPaths,
-      textEncoderCpuOffload: cfg.textEncoderCpuOffload,
-    });
+    let pipeline: Awaited<ReturnType<typeof loadPipeline>>;
+    try {
+      pipeline = await loadPipeline(cfg.modelPath, {
+        device: cfg.device,
+        componentPaths: cfg.componentPaths,
+        textEncoderCpuOffload: cfg.textEncoderCpuOffload,
+      });
+    } catch (err) {
+      console.error(`node-diffusion generate: cannot load ${cfg.modelPath}: ${err instanceof Error ? err.message : String(err)}`);
+      return 1;
+    }
     const loadMs = performance.now() - t0;
     try {
       let request: GenerateRequest;

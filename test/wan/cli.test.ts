@@ -1,7 +1,7 @@
 // `node-diffusion generate` on demo:wan: the MP4 (frame count, size, fps, H.264 yuv420p) and PNG
 // outputs, the printed timings, and usage errors.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -10,6 +10,7 @@ import t from 'tap';
 import { defaultFileName } from '../../lib/cli/generate.js';
 import { main } from '../../lib/cli/main.js';
 import { ffmpegPath } from '../../lib/encode/video.js';
+import { demoModelDir } from '../../lib/pipelines/load.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-wan-cli-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
@@ -81,6 +82,16 @@ t.test('--num-frames 1 writes a PNG; default file name from prompt, time and par
   tt.match(name, /^Hello__w_rld____\.\._x_20260102-030405_[0-9a-f]{8}$/, 'only [A-Za-z0-9._-] survive');
 });
 
+t.test('--<component>-path replaces a component folder', async (tt) => {
+  const dir = await demoModelDir('demo:wan');
+  const vae = join(tmp, 'other-vae');
+  cpSync(join(dir, 'vae'), vae, { recursive: true });
+  const outDir = join(tmp, 'override');
+  const r = await cli([...BASE, '--vae-path', vae, '--num-frames', '1', '--width', '32', '--height', '32', '--num-inference-steps', '1', '--output-path', outDir, '--output-file-name', 'x']);
+  tt.equal(r.code, 0, 'exit code 0');
+  tt.ok(existsSync(join(outDir, 'x.png')));
+});
+
 t.test('usage and request errors exit with 2 and a message, writing nothing', async (tt) => {
   const outDir = join(tmp, 'bad');
   const cases: Array<[string[], RegExp]> = [
@@ -100,6 +111,9 @@ t.test('usage and request errors exit with 2 and a message, writing nothing', as
     tt.match(r.err, message);
   }
   tt.notOk(existsSync(outDir), 'no output folder created');
+  const missing = await cli([...BASE, '--vae-path', join(tmp, 'no-such-vae'), '--output-path', outDir]);
+  tt.equal(missing.code, 1);
+  tt.match(missing.err, /cannot load demo:wan: --vae-path: .*no-such-vae does not exist/);
   const help = await cli(['generate', '--help']);
   tt.equal(help.code, 0);
   tt.match(help.out, /--num-frames <int>/);
