@@ -48,6 +48,7 @@ async function load(options: LoadOptions): Promise<void> {
       );
     }
     send({ type: 'ready', info: pipeline.info, loadSeconds: (performance.now() - t0) / 1000 });
+    send({ type: 'memory', memory: memorySample() });
   } catch (err) {
     send({ type: 'load_failed', message: err instanceof Error ? err.message : String(err) });
   }
