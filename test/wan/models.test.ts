@@ -139,7 +139,9 @@ t.test('Wan transformer: the chunked feed-forward equals the unchunked one; para
     const x = E.randn([1, 16, 3, 8, 10], { seed: 1 }); // 60 tokens: 9 slices of 7 and one of 4
     const ts = E.tensor([321], [1], { dtype: 'int64' });
     const text = E.randn([1, 20, 32], { seed: 2 });
-    tt.same(sliced.forward(x, ts, text).toArray(), whole.forward(x, ts, text).toArray(), 'identical outputs');
+    // the same math; only the GEMM kernel chosen for a slice's row count may round differently
+    const err = relL2(sliced.forward(x, ts, text).toArray(), whole.forward(x, ts, text).toArray());
+    tt.ok(err < 1e-6, `equal outputs (rel-L2 ${err})`);
   });
   const w = await openWeights(join(MODEL, 'transformer'));
   const model = new WanTransformer3DModel(w, parseComponentConfig('WanTransformer3DModel', json(join(MODEL, 'transformer', 'config.json')), 'x'));
