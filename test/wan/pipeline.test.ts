@@ -23,6 +23,8 @@ t.before(async () => {
 t.teardown(() => pipeline.dispose());
 
 const bytesOf = (r: { outputs: Array<Array<{ data: Uint8Array }>> }) => r.outputs.map((frames) => Buffer.concat(frames.map((f) => f.data)));
+/** Largest difference in 8-bit levels (a batch of 2 runs other GEMM shapes, whose float rounding may move a pixel by one level). */
+const maxLevelDiff = (a: Buffer, b: Buffer) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 
 t.test('pipeline info and defaults', async (tt) => {
   tt.match(pipeline.info, {
@@ -54,8 +56,8 @@ t.test('generate: frames of the requested size, deterministic per seed, seed + i
   tt.notOk(bytesOf(a)[0]!.equals(bytesOf(other)[0]!), 'another seed, other frames');
   const two = await pipeline.generate({ ...SMALL, seed: 7, numOutputs: 2 });
   tt.equal(two.outputs.length, 2);
-  tt.ok(bytesOf(two)[0]!.equals(bytesOf(a)[0]!), 'output 0 uses the seed');
-  tt.ok(bytesOf(two)[1]!.equals(bytesOf(other)[0]!), 'output 1 uses seed + 1');
+  tt.ok(maxLevelDiff(bytesOf(two)[0]!, bytesOf(a)[0]!) <= 1, 'output 0 uses the seed');
+  tt.ok(maxLevelDiff(bytesOf(two)[1]!, bytesOf(other)[0]!) <= 1, 'output 1 uses seed + 1');
   const image = await pipeline.generate({ ...SMALL, numFrames: 1 });
   tt.equal(image.outputs[0]!.length, 1, 'one frame');
 });
