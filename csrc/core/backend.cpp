@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "cuda_loader.h"
+
 namespace nd {
 
 static Backend* g_cuda = nullptr;
@@ -11,7 +13,7 @@ Backend* cuda_backend() { return g_cuda; }
 
 Backend& backend_for(Device device) {
   if (device.type == DeviceType::CPU) return cpu_backend();
-  if (!g_cuda) throw std::runtime_error("CUDA is not available: no CUDA device or the CUDA library was not loaded");
+  if (!g_cuda) require_cuda_backend();  // loads the CUDA library on first use, or throws the reason
   return *g_cuda;
 }
 
