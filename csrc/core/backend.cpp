@@ -50,6 +50,11 @@ void Backend::normalize_channels(const Tensor&, const Tensor&, const Tensor&, Te
   unsupported("normalize_channels");
 }
 void Backend::rope(const Tensor&, const Tensor&, const Tensor&, Tensor&, bool) { unsupported("rope"); }
+void Backend::norm_modulate(NormKind, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&,
+                            float) {
+  unsupported("norm_modulate");
+}
+void Backend::gated_add(const Tensor&, const Tensor&, const Tensor&, Tensor&) { unsupported("gated_add"); }
 void Backend::embedding(const Tensor&, const Tensor&, Tensor&) { unsupported("embedding"); }
 void Backend::lora_merge(const Tensor&, const std::vector<LoraTerm>&, Tensor&) { unsupported("lora_merge"); }
 

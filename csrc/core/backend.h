@@ -16,6 +16,7 @@ enum class UnaryOp : int32_t {
 };
 enum class BinaryOp : int32_t { Add = 0, Sub, Mul, Div, Maximum, Minimum, Pow };
 enum class ReduceOp : int32_t { Sum = 0, Mean, Max, Min };
+enum class NormKind : int32_t { Layer = 0, Rms = 1 };
 // Epilogue applied by GEMM after bias (none, or one activation).
 enum class Activation : int32_t { None = 0, GeluTanh, GeluErf, Silu, Relu };
 
@@ -103,6 +104,15 @@ class Backend {
                                   float eps, Activation act);
   // x [B,L,H,D]; cos/sin [L,D/2] or [B,L,D/2] float32; interleaved pairs (2i,2i+1) or halves (i, i+D/2).
   virtual void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& out, bool interleaved);
+
+  // ---- fused DiT elementwise (fused.cpp / fused.cu) ----
+  // out = norm(x) * weight + bias, then * (1 + scale) + shift, over the last dim D of a contiguous x:
+  // LayerNorm (bias allowed) or RMSNorm, then the adaptive modulation. weight/bias [D] contiguous or
+  // undefined; shift/scale views expanded to x's shape (e.g. from [B, 1, D]) or undefined.
+  virtual void norm_modulate(NormKind kind, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                             const Tensor& shift, const Tensor& scale, Tensor& out, float eps);
+  // out = x + y * gate (the gated residual); x, y, gate are views of out's shape, out contiguous.
+  virtual void gated_add(const Tensor& x, const Tensor& y, const Tensor& gate, Tensor& out);
 
   // ---- lookup ----
   virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out);

@@ -61,6 +61,14 @@ Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, bool interlea
 Tensor normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, float scale, float eps,
                           Activation act);
 
+// ---- fused DiT elementwise (ops_fused.cpp) ----
+// norm(x) over the last dim (LayerNorm with optional weight/bias, or RMSNorm with optional weight),
+// then * (1 + scale) + shift with shift/scale broadcast to x's shape; either may be undefined.
+Tensor norm_modulate(NormKind kind, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& shift,
+                     const Tensor& scale, float eps);
+// x + y * gate with y and gate broadcast to x's shape (the DiT gated residual).
+Tensor gated_add(const Tensor& x, const Tensor& y, const Tensor& gate);
+
 // ---- lookup ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 

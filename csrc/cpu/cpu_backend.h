@@ -49,6 +49,11 @@ class CpuBackend final : public Backend {
   void normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float scale, float eps,
                           Activation act) override;
   // (end of nn kernels)
+
+  // ---- fused DiT elementwise: fused.cpp ----
+  void norm_modulate(NormKind kind, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& shift,
+                     const Tensor& scale, Tensor& out, float eps) override;
+  void gated_add(const Tensor& x, const Tensor& y, const Tensor& gate, Tensor& out) override;
 };
 
 }  // namespace nd

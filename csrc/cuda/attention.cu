@@ -359,7 +359,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, T
   p.Lk = static_cast<int>(k.shape[2]);
   p.D = static_cast<int>(q.shape[3]);
   p.Dv = static_cast<int>(v.shape[3]);
-  if (p.B == 0 || p.H == 0 || p.Lq == 0 || p.Dv == 0) return;
+  if (p.B == 0 || p.H == 0 || p.Lq == 0) return;  // Dv == 0 still writes lse (generic kernel)
   if (p.Hk == 0 || p.H % p.Hk != 0) throw std::invalid_argument("attention: query heads must be a multiple of kv heads");
   cuda::DeviceContext& ctx = cuda::ctx_for(out);
   p.q = q.data();

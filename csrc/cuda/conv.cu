@@ -72,9 +72,10 @@ void conv_nd(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor& bi
   } else {
     g.D = 1, g.H = x.shape[2], g.W = x.shape[3];
     g.kd = 1, g.kh = w.shape[2], g.kw = w.shape[3];
-    g.sd = 1, g.sh = args.stride[0], g.sw = args.stride[1];
-    g.pd = 0, g.ph = args.pad[0], g.pw = args.pad[2];
-    g.dd = 1, g.dh = args.dilation[0], g.dw = args.dilation[1];
+    // ConvArgs keeps the trailing spatial dims: 2-D values at stride/dilation [1], [2] and pad [2..5]
+    g.sd = 1, g.sh = args.stride[1], g.sw = args.stride[2];
+    g.pd = 0, g.ph = args.pad[2], g.pw = args.pad[4];
+    g.dd = 1, g.dh = args.dilation[1], g.dw = args.dilation[2];
     g.Do = 1, g.Ho = out.shape[2], g.Wo = out.shape[3];
   }
   const int64_t P = g.Do * g.Ho * g.Wo, Og = O / groups;

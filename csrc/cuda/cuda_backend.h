@@ -22,6 +22,7 @@ class CudaBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void affine(const Tensor& x, Tensor& out, double mul, double add, double lo, double hi) override;
   void pow_scalar(const Tensor& x, Tensor& out, double exponent) override;
+  void gated_add(const Tensor& x, const Tensor& y, const Tensor& gate, Tensor& out) override;
   // random.cu
   void randn(Tensor& out, uint64_t seed, uint64_t offset) override;
   // reduce.cu
@@ -42,6 +43,11 @@ class CudaBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& weight, Tensor& out, float eps) override;
   void group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, Tensor& out,
                   float eps) override;
+  void norm_modulate(NormKind kind, const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& shift,
+                     const Tensor& scale, Tensor& out, float eps) override;
+  // channel_norm.cu
+  void normalize_channels(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out, float scale, float eps,
+                          Activation act) override;
   // rope.cu
   void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& out, bool interleaved) override;
   // embedding.cu

@@ -1,5 +1,5 @@
 // CUDA elementwise kernels: strided copy/cast, fill, arange, unary math, broadcasting binary ops,
-// affine/clamp and pow. Semantics follow csrc/cpu/elementwise.cpp and memory.cpp exactly: float
+// affine/clamp, pow and the DiT gated residual add. Semantics follow csrc/cpu/elementwise.cpp and memory.cpp exactly: float
 // math in float32 (accurate libdevice functions, no fast-math), integer math in int64.
 #include <cmath>
 #include <stdexcept>
@@ -160,6 +160,15 @@ __global__ void pow_scalar_kernel(Indexer<2> ix, int64_t n, const void* x, DType
   }
 }
 
+__global__ void gated_add_kernel(Indexer<4> ix, int64_t n, const void* x, DType xt, const void* y, DType yt,
+                                 const void* g, DType gt, void* out, DType ot) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[4];
+    ix.offsets(i, off);
+    store_float(out, ot, off[0], load_float(x, xt, off[1]) + load_float(y, yt, off[2]) * load_float(g, gt, off[3]));
+  }
+}
+
 void activation_inplace(Tensor& t, Activation act) {
   UnaryOp op;
   switch (act) {
@@ -262,6 +271,19 @@ void CudaBackend::pow_scalar(const Tensor& x, Tensor& out, double exponent) {
   pow_scalar_kernel<<<grid_for(n, kThreads), kThreads, 0, c.compute>>>(ix, n, x.data(), x.dtype, out.data(), out.dtype,
                                                                         static_cast<float>(exponent));
   ND_CUDA_CHECK_LAUNCH("pow_scalar_kernel");
+}
+
+void CudaBackend::gated_add(const Tensor& x, const Tensor& y, const Tensor& gate, Tensor& out) {
+  for (const Tensor* t : {&x, &y, &gate}) require_float_dtype(*t, "gated_add");
+  if (x.shape != out.shape || y.shape != out.shape || gate.shape != out.shape)
+    throw std::invalid_argument("gated_add: operands must be views of the output's shape");
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceContext& c = ctx_for(out);
+  auto ix = make_indexer<4>(out.shape, {out.strides, x.strides, y.strides, gate.strides});
+  gated_add_kernel<<<grid_for(n, kThreads), kThreads, 0, c.compute>>>(ix, n, x.data(), x.dtype, y.data(), y.dtype,
+                                                                       gate.data(), gate.dtype, out.data(), out.dtype);
+  ND_CUDA_CHECK_LAUNCH("gated_add_kernel");
 }
 
 }  // namespace nd

@@ -176,6 +176,31 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, Tensor& out, f
   row_norm(ctx_for(out), p);
 }
 
+void CudaBackend::norm_modulate(NormKind kind, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                const Tensor& shift, const Tensor& scale, Tensor& out, float eps) {
+  Tensor wk, bk;
+  RowNormParams p = row_params(*this, x, weight, bias, out, eps, kind == NormKind::Rms, wk, bk);
+  if (p.rows == 0) return;
+  const Shape lead(x.shape.begin(), x.shape.end() - 1);
+  Shape sh_str(lead.size(), 0), sc_str(lead.size(), 0);
+  for (const Tensor* m : {&shift, &scale})
+    if (m->defined() && m->shape != x.shape)
+      throw std::invalid_argument("norm_modulate: shift/scale must be expanded to the input's shape");
+  if (shift.defined()) {
+    require_float_dtype(shift, "norm_modulate shift");
+    sh_str.assign(shift.strides.begin(), shift.strides.end() - 1);
+    p.shift = shift.data(), p.shift_t = shift.dtype, p.shift_sd = shift.strides.back();
+  }
+  if (scale.defined()) {
+    require_float_dtype(scale, "norm_modulate scale");
+    sc_str.assign(scale.strides.begin(), scale.strides.end() - 1);
+    p.scale = scale.data(), p.scale_t = scale.dtype, p.scale_sd = scale.strides.back();
+  }
+  // the row index runs over the leading dims; the indexer maps it to each table's row start
+  p.mod = make_indexer<2>(lead, {sh_str, sc_str});
+  row_norm(ctx_for(out), p);
+}
+
 void CudaBackend::group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, Tensor& out,
                              float eps) {
   require_float_dtype(x, "group_norm");

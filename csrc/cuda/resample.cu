@@ -1,5 +1,6 @@
-// Nearest-neighbour upsampling of the trailing 2 or 3 dims, with torch's index rules: 'nearest'
-// takes floor(dst * in/out), 'nearest-exact' floor((dst + 0.5) * in/out), scales in float32.
+// Nearest-neighbour upsampling of the trailing 2 or 3 dims, with the CPU's (torch's) index rules
+// for scale = float(in) / out: 'nearest' takes floor(float(dst) * scale), 'nearest-exact'
+// floor(float((dst + 0.5) * double(scale))), both clamped to in - 1.
 #include <stdexcept>
 
 #include "cuda_backend.h"
@@ -16,9 +17,9 @@ struct ResampleDims {
   float scale[3];     // in / out
 };
 
-__device__ __forceinline__ int64_t nearest_src(int64_t dst, int64_t in, int64_t out, float scale, bool exact) {
-  if (in == out) return dst;
-  const float f = exact ? (static_cast<float>(dst) + 0.5f) * scale : static_cast<float>(dst) * scale;
+__device__ __forceinline__ int64_t nearest_src(int64_t dst, int64_t in, float scale, bool exact) {
+  const float f = exact ? static_cast<float>((static_cast<double>(dst) + 0.5) * static_cast<double>(scale))
+                        : static_cast<float>(dst) * scale;
   const int64_t s = static_cast<int64_t>(floorf(f));
   return s < in - 1 ? s : in - 1;
 }
@@ -36,7 +37,7 @@ __global__ void upsample_nearest_kernel(const void* x, void* y, int esize, int64
     src = rem * in_block;
     int64_t mul = 1;
     for (int d = r.nd - 1; d >= 0; --d) {
-      src += nearest_src(idx_out[d], r.in[d], r.out[d], r.scale[d], exact) * mul;
+      src += nearest_src(idx_out[d], r.in[d], r.scale[d], exact) * mul;
       mul *= r.in[d];
     }
     switch (esize) {

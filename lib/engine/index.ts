@@ -5,4 +5,5 @@ export * from './device.js';
 export * from './ops/basic.js';
 export * from './ops/linalg.js';
 export * from './ops/nn.js';
+export * from './ops/fused.js';
 export * from './ops/channel_norm.js';
