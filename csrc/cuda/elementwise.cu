@@ -49,7 +49,7 @@ __global__ void fill_kernel(Indexer<1> ix, int64_t n, void* out, DType t, float 
 __global__ void arange_kernel(int64_t n, void* out, DType t, double start, double step) {
   const bool integer = is_int_dtype(t);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const double v = start + step * static_cast<double>(i);
+    const double v = fma(step, static_cast<double>(i), start);  // one rounding, as the CPU's vfmadd
     if (integer) store_int(out, t, i, llround(v));
     else store_float(out, t, i, static_cast<float>(v));
   }

@@ -1,6 +1,7 @@
 // Device memory (caching allocator) and host <-> device transfers through pinned staging buffers
 // on the copy stream. Uploads return once the data sits in pinned memory; the compute stream
 // waits for the copy on the device. Downloads are the one place the host waits for the device.
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -11,8 +12,21 @@ namespace nd {
 
 using cuda::DeviceContext;
 
+// ND_CUDA_POISON=1 fills every new allocation with 0xff bytes (NaN in every float dtype), so an
+// output element a kernel forgets to write shows up in the GPU checks (test/gpu/run.ts).
+static bool poison_allocations() {
+  static const bool on = [] {
+    const char* v = std::getenv("ND_CUDA_POISON");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
 void* CudaBackend::allocate(size_t nbytes, Device device) {
-  return cuda::device_context(device.index).allocator.allocate(nbytes);
+  DeviceContext& c = cuda::device_context(device.index);
+  void* p = c.allocator.allocate(nbytes);
+  if (poison_allocations()) ND_CUDA_CHECK(cudaMemsetAsync(p, 0xff, nbytes, c.compute));
+  return p;
 }
 
 void CudaBackend::deallocate(void* p, size_t, Device device) {
