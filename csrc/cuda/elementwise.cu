@@ -215,9 +215,9 @@ void CudaBackend::fill(Tensor& out, double value) {
     return;
   }
   auto ix = make_indexer<1>(out.shape, {out.strides});
+  const int64_t iv = is_int_dtype(out.dtype) ? static_cast<int64_t>(value) : 0;  // (inf/NaN only fill floats)
   fill_kernel<<<grid_for(n, kThreads), kThreads, 0, c.compute>>>(ix, n, out.data(), out.dtype,
-                                                                  static_cast<float>(value),
-                                                                  static_cast<int64_t>(value));
+                                                                  static_cast<float>(value), iv);
   ND_CUDA_CHECK_LAUNCH("fill_kernel");
 }
 
