@@ -34,6 +34,11 @@ t.test('a worker killed during a job: only that job fails, the worker comes back
   const pid = s.app.runtime.workerPid as number;
   t.ok(pid > 0 && pid !== process.pid, `worker pid ${pid}`);
   process.kill(pid, 'SIGKILL');
+  const down = await waitFor('health to report the dead worker', async () => {
+    const h = await http(`${s.url}/health`);
+    return h.status === 503 ? h : undefined;
+  });
+  t.equal(down.body.error.code, 'worker_unavailable', '/health is 503 while the worker restarts');
   const failed = await settled(s.url, first.id);
   t.equal(failed.status, 'failed');
   t.equal(failed.error.code, 'worker_crashed');
@@ -137,11 +142,12 @@ t.test('health, health_generate, models, metrics, request ids in logs', async (t
   }
 });
 
-t.test('API key from NODE_DIFFUSION_API_KEY; CORS preflight without credentials', async (t) => {
+t.test('--warmup; API key from NODE_DIFFUSION_API_KEY; CORS preflight without credentials', async (t) => {
   process.env.NODE_DIFFUSION_API_KEY = 'sk-from-env';
-  const s = await startServer({ apiKey: undefined, cors: true });
+  const s = await startServer({ apiKey: undefined, cors: true, warmup: true });
   delete process.env.NODE_DIFFUSION_API_KEY;
   t.teardown(() => s.close());
+  t.equal((await http(`${s.url}/health`)).status, 200, 'up after the warmup generation');
   t.equal((await http(`${s.url}/models`)).status, 401);
   t.equal((await http(`${s.url}/models`, { headers: { authorization: 'Bearer sk-from-env' } })).status, 200);
   const pre = await http(`${s.url}/v1/videos`, {
