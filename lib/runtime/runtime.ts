@@ -140,6 +140,7 @@ export class Runtime {
   private running: ActiveJob | null = null;
   private closing = false;
   private closed: Promise<void> | null = null;
+  private stopped: Promise<void> | null = null;
   private restartAttempts = 0;
   private restartTimer: NodeJS.Timeout | null = null;
   private retentionTimer: NodeJS.Timeout | null = null;
@@ -596,11 +597,22 @@ export class Runtime {
    * (failed, or requeued with requeueOnRestart); queued video jobs stay queued for the next start.
    */
   close(): Promise<void> {
-    if (!this.closed) this.closed = this.doClose();
+    if (!this.closed) {
+      this.closed = this.stop().then(() => this.store.close());
+    }
     return this.closed;
   }
 
-  private async doClose(): Promise<void> {
+  /**
+   * The first part of close(): everything but closing the database, so requests still in flight can be
+   * answered from the store. Idempotent.
+   */
+  stop(): Promise<void> {
+    if (!this.stopped) this.stopped = this.doStop();
+    return this.stopped;
+  }
+
+  private async doStop(): Promise<void> {
     this.closing = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
@@ -628,6 +640,5 @@ export class Runtime {
     await this.worker?.stop(5000);
     this.worker = null;
     this.metrics.workerUp.set(0);
-    this.store.close();
   }
 }

@@ -67,6 +67,11 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       reply.elapsedTime / 1000,
     );
   });
+  // Before the HTTP server closes (it waits for requests in flight): stop taking jobs, give the running one
+  // its shutdown time, answer waiting image requests. The database closes once no request is left.
+  app.addHook('preClose', async () => {
+    await runtime.stop();
+  });
   app.addHook('onClose', async () => {
     await runtime.close();
   });

@@ -163,3 +163,21 @@ t.test('task checks on an image model', async (t) => {
   t.equal(pi.status, 400, 'partial_images without stream');
   t.match((await http(`${url}/models`)).body, { task_type: 'T2I', pipeline_class: 'ZImagePipeline' });
 });
+
+t.test('shutdown answers image requests in flight (503) within the shutdown timeout', async (t) => {
+  const s = await startServer({ modelPath: 'demo:zimage', shutdownTimeoutMs: 300 });
+  const post = (prompt: string) =>
+    http(`${s.url}/v1/images/generations`, { method: 'POST', json: { prompt, size: '64x64', num_inference_steps: 1000 } });
+  const running = post('running');
+  await waitFor('the job to run', () => (s.app.runtime.store.jobsWithStatus('in_progress').length > 0 ? true : undefined));
+  const queued = post('queued');
+  await waitFor('the second job to queue', () => (s.app.runtime.queueDepth > 0 ? true : undefined));
+  const t0 = Date.now();
+  await s.close();
+  t.ok(Date.now() - t0 < 10_000, `closed in ${Date.now() - t0} ms`);
+  const [r, q] = await Promise.all([running, queued]);
+  t.equal(r.status, 503);
+  t.equal(r.body.error.code, 'server_shutdown');
+  t.equal(q.status, 503);
+  t.match(q.body.error.message, /shut down before this request ran/);
+});
