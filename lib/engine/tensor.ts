@@ -377,6 +377,20 @@ export function resetPeakMemory(): void {
   native.resetPeakMemory();
 }
 
+/**
+ * Exchanges what two tensor objects refer to: afterwards every holder of `a` sees b's data and
+ * vice versa, with nothing copied or written. Both must have the same shape, dtype and device.
+ * Lets a model's parameter be replaced in place (a LoRA-merged weight) and restored exactly.
+ */
+export function swapContents(a: Tensor, b: Tensor): void {
+  if (a.disposed || b.disposed) throw new Error('swapContents: a tensor is disposed');
+  const same = a.dtype === b.dtype && a.device === b.device && a.ndim === b.ndim && a.shape.every((d, i) => d === b.shape[i]);
+  if (!same) throw new RangeError(`swapContents: ${a} and ${b} differ in shape, dtype or device`);
+  const ha = a.handle;
+  (a as unknown as { handle: NativeTensor }).handle = b.handle;
+  (b as unknown as { handle: NativeTensor }).handle = ha;
+}
+
 export function storageInfo(t: Tensor) {
   return native.storageInfo(t.handle);
 }

@@ -86,6 +86,11 @@ export class ModelParams {
     return t;
   }
 
+  /** Checkpoint names of every tensor the model took, in the order it took them. */
+  takenNames(): string[] {
+    return [...this.used.keys()];
+  }
+
   /** A projection/embedding matrix of the given shape, viewed as viewShape, in the compute dtype, on the device. */
   matrix(name: string, shape: number[], viewShape: number[] = shape): Tensor {
     const dtype = this.opts.dtype;

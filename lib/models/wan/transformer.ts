@@ -191,6 +191,11 @@ export class WanTransformer3DModel {
     return this.params.taken(name);
   }
 
+  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
+  parameterNames(): string[] {
+    return this.params.takenNames();
+  }
+
   /** dtype the large matrices are stored (or were converted) in */
   get weightDtype(): string {
     return this.blocks[0]?.attn1.toQ.weight.dtype ?? this.projOut.weight.dtype;
