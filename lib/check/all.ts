@@ -4,3 +4,4 @@ import './tokenize.js';
 import './wan.js';
 import './wan-vae.js';
 import './zimage.js';
+import './flux2-klein.js';

@@ -4,3 +4,4 @@ import './wan.js';
 import './demo/wan.js';
 import './zimage.js';
 import './demo/zimage.js';
+import './flux2-klein.js';
