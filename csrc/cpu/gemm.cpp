@@ -349,10 +349,6 @@ MatRef offset(const MatRef& m, int64_t i, int64_t j) {
   return r;
 }
 
-}  // namespace
-
-namespace {
-
 // out[i] = sum_k x[i * ldx + k] * w[k] (k < kn) for MROWS rows of x against one weight row.
 template <int MROWS, class T>
 void dot_rows(const float* x, int64_t ldx, int64_t kn, const T* w, float* out) {
