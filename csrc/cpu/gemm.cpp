@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -349,35 +350,54 @@ MatRef offset(const MatRef& m, int64_t i, int64_t j) {
   return r;
 }
 
-// out[i] = sum_k x[i * ldx + k] * w[k] (k < kn) for MROWS rows of x against one weight row.
-template <int MROWS, class T>
-void dot_rows(const float* x, int64_t ldx, int64_t kn, const T* w, float* out) {
+// out[j][i] = sum_k x[i * K + k] * w_j[k] for MROWS rows of x against NW weight rows
+// (w_j = w + j * ldw): each x vector loaded once serves all NW weight rows.
+template <int MROWS, int NW, class T>
+void dot_rows(const float* x, int64_t K, const T* w, int64_t ldw, float (*out)[4]) {
   int64_t k = 0;
-  float sums[MROWS] = {};
+  float sums[NW][MROWS] = {};
 #ifdef __AVX2__
-  __m256 acc0[MROWS], acc1[MROWS];
+  // U independent accumulator sets (k unrolled U times) hide the FMA latency when few rows
+  constexpr int U = MROWS * NW <= 6 ? 2 : 1;
+  __m256 acc[U][NW][MROWS];
+#pragma GCC unroll 2
+  for (int u = 0; u < U; ++u)
 #pragma GCC unroll 4
-  for (int i = 0; i < MROWS; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-  for (; k + 16 <= kn; k += 16) {
-    const __m256 w0 = load8(w + k), w1 = load8(w + k + 8);
+    for (int j = 0; j < NW; ++j)
 #pragma GCC unroll 4
-    for (int i = 0; i < MROWS; ++i) {
-      acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * ldx + k), w0, acc0[i]);
-      acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * ldx + k + 8), w1, acc1[i]);
+      for (int i = 0; i < MROWS; ++i) acc[u][j][i] = _mm256_setzero_ps();
+  for (; k + 8 * U <= K; k += 8 * U) {
+#pragma GCC unroll 2
+    for (int u = 0; u < U; ++u) {
+      __m256 wv[NW];
+#pragma GCC unroll 4
+      for (int j = 0; j < NW; ++j) wv[j] = load8(w + j * ldw + k + 8 * u);
+#pragma GCC unroll 4
+      for (int i = 0; i < MROWS; ++i) {
+        const __m256 xv = _mm256_loadu_ps(x + i * K + k + 8 * u);
+#pragma GCC unroll 4
+        for (int j = 0; j < NW; ++j) acc[u][j][i] = _mm256_fmadd_ps(xv, wv[j], acc[u][j][i]);
+      }
     }
   }
 #pragma GCC unroll 4
-  for (int i = 0; i < MROWS; ++i) {
-    alignas(32) float v[8];
-    _mm256_store_ps(v, _mm256_add_ps(acc0[i], acc1[i]));
-    sums[i] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-  }
+  for (int j = 0; j < NW; ++j)
+#pragma GCC unroll 4
+    for (int i = 0; i < MROWS; ++i) {
+      alignas(32) float v[8];
+      __m256 total = acc[0][j][i];
+      if constexpr (U == 2) total = _mm256_add_ps(total, acc[1][j][i]);
+      _mm256_store_ps(v, total);
+      sums[j][i] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    }
 #endif
-  for (; k < kn; ++k) {
-    const float wk = to_f32(w[k]);
-    for (int i = 0; i < MROWS; ++i) sums[i] += x[i * ldx + k] * wk;
-  }
-  for (int i = 0; i < MROWS; ++i) out[i] += sums[i];
+  for (; k < K; ++k)
+    for (int j = 0; j < NW; ++j) {
+      const float wk = to_f32(w[j * ldw + k]);
+      for (int i = 0; i < MROWS; ++i) sums[j][i] += x[i * K + k] * wk;
+    }
+  for (int j = 0; j < NW; ++j)
+    for (int i = 0; i < MROWS; ++i) out[j][i] = sums[j][i];
 }
 
 constexpr int64_t kSmallM = 4;
@@ -397,15 +417,34 @@ void gemm_small_m(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef
     using T = decltype(tag);
     const T* w = static_cast<const T*>(b.data);
     parallel_for(0, N, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t n = lo; n < hi; ++n) {
-        float r[kSmallM] = {};
+      constexpr int kMaxNW = 4;  // weight rows per step
+      for (int64_t n = lo; n < hi;) {
+        float r[kMaxNW][4];
+        const T* wn = w + n * b.cs;
+        int nw = 0;
+        auto run = [&](auto rows_tag) {
+          constexpr int R = decltype(rows_tag)::value;
+          constexpr int NW = R == 1 ? 1 : R == 2 ? 4 : 3;  // weight rows sharing each x load
+          if (hi - n >= NW) {
+            dot_rows<R, NW>(x.data(), K, wn, b.cs, r);
+            nw = NW;
+          } else {
+            dot_rows<R, 1>(x.data(), K, wn, b.cs, r);
+            nw = 1;
+          }
+        };
         switch (M) {
-          case 1: dot_rows<1>(x.data(), K, K, w + n * b.cs, r); break;
-          case 2: dot_rows<2>(x.data(), K, K, w + n * b.cs, r); break;
-          case 3: dot_rows<3>(x.data(), K, K, w + n * b.cs, r); break;
-          default: dot_rows<4>(x.data(), K, K, w + n * b.cs, r); break;
+          case 1: run(std::integral_constant<int, 1>{}); break;
+          case 2: run(std::integral_constant<int, 2>{}); break;
+          case 3: run(std::integral_constant<int, 3>{}); break;
+          default: run(std::integral_constant<int, 4>{}); break;
         }
-        for (int64_t i = 0; i < M; ++i) c[i * ldc + n] = ep.accumulate ? c[i * ldc + n] + r[i] : r[i];
+        for (int j = 0; j < nw; ++j)
+          for (int64_t i = 0; i < M; ++i) {
+            float& dst = c[i * ldc + n + j];
+            dst = ep.accumulate ? dst + r[j][i] : r[j][i];
+          }
+        n += nw;
       }
       if (ep.bias || ep.act != Activation::None)
         for (int64_t i = 0; i < M; ++i)

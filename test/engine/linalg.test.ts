@@ -131,8 +131,8 @@ function refLinear(x: Float64Array, M: number, K: number, w: Float64Array, N: nu
 t.test('linear: bias and every fused activation, f32/bf16/f16 weights, few and many rows', async (t) => {
   for (const wd of ['float32', 'bfloat16', 'float16'] as E.DType[]) {
     for (const [name, act] of activations) {
-      // 1 and 3 rows take the unpacked dot-product path, 14 rows the packed GEMM
-      for (const rows of [1, 3, 14]) {
+      // 1-4 rows take the unpacked dot-product path, 14 rows the packed GEMM
+      for (const rows of [1, 2, 3, 4, 14]) {
         E.scope(() => {
           const K = 37, N = 129;
           const x = rand([rows, 1, K], 'float32', 2), w = rand([N, K], wd), bias = rand([N], wd);
