@@ -4,3 +4,4 @@ export * from './pipelines/types.js';
 export { loadPipeline, registerPipeline, registerDemo, type LoadPipelineOptions, type PipelineLoadContext } from './pipelines/load.js';
 export { createServer } from './server/app.js';
 export type { ServerOptions } from './server/options.js';
+export { downloadModel, resolveModelPath, HubError, type DownloadProgress, type DownloadResult, type ModelDownloadOptions } from './io/hub/index.js';

@@ -9,6 +9,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   generate: async () => (await import('./generate.js')).command,
   serve: async () => (await import('./serve.js')).command,
   // subcommands are added here as they land: serve, generate, download, check, bench
+  download: async () => (await import('./download.js')).command,
 };
 
 function usage(): string {
