@@ -144,6 +144,8 @@ export class Runtime {
   private restartAttempts = 0;
   private restartTimer: NodeJS.Timeout | null = null;
   private retentionTimer: NodeJS.Timeout | null = null;
+  /** a retention sweep in progress (close waits for it before closing the database) */
+  private expiring: Promise<number> | null = null;
   private meanJobSeconds = 10;
   private readonly progressWritten = new Map<string, number>();
 
@@ -160,7 +162,7 @@ export class Runtime {
   static async open(opts: RuntimeOptions): Promise<Runtime> {
     const rt = new Runtime(opts);
     try {
-      rt.recover();
+      await rt.recover();
       await rt.sweepOrphans();
       await rt.startWorker();
     } catch (err) {
@@ -171,7 +173,15 @@ export class Runtime {
     }
     if (opts.retentionSeconds !== null) {
       const every = Math.max(1, Math.min(60, opts.retentionSeconds / 4)) * 1000;
-      rt.retentionTimer = setInterval(() => void rt.expireFiles(), every);
+      rt.retentionTimer = setInterval(() => {
+        rt.expiring ??= rt
+          .expireFiles()
+          .catch((err: Error) => {
+            rt.log.error({ err: err.message }, 'removing expired files failed');
+            return 0;
+          })
+          .finally(() => (rt.expiring = null));
+      }, every);
       rt.retentionTimer.unref();
       await rt.expireFiles();
     }
@@ -203,9 +213,16 @@ export class Runtime {
 
   // ---------------------------------------------------------------------------------------------- startup
 
-  private recover(): void {
+  /**
+   * Jobs of the previous run: running ones are failed (or requeued), queued video jobs are queued again,
+   * queued image requests (answered on a connection that is gone) are failed. Outputs a job may have
+   * half-written are removed; image files are never recorded before completion, so the orphan sweep gets them.
+   */
+  private async recover(): Promise<void> {
     const at = nowS();
+    const modelPath = this.opts.load.modelPath;
     for (const job of this.store.jobsWithStatus('in_progress')) {
+      if (job.kind === 'video') await this.removeOutputs(job.id);
       if (job.kind === 'video' && this.opts.requeueOnRestart) {
         this.store.requeue(job.id);
         this.log.warn({ jobId: job.id }, 'requeued a job that was running when the server stopped');
@@ -216,8 +233,12 @@ export class Runtime {
     }
     for (const job of this.store.jobsWithStatus('queued')) {
       if (job.kind === 'image') {
-        // Image requests are answered on their HTTP connection, which is gone.
         this.store.fail(job.id, { code: 'server_restarted', message: 'the server stopped before this image request ran' }, at);
+        continue;
+      }
+      if (job.model !== modelPath) {
+        const message = `this job was queued for model '${job.model}'; the server now serves '${modelPath}'`;
+        this.store.fail(job.id, { code: 'model_changed', message }, at);
         continue;
       }
       const a = new ActiveJob(job.id, 'video', job.params, this.filesFor(job.id, 'video', job.params), undefined);
@@ -225,6 +246,11 @@ export class Runtime {
       this.queue.push(a);
     }
     this.metrics.queueDepth.set(this.queue.length);
+  }
+
+  private async removeOutputs(videoId: string): Promise<void> {
+    await rm(this.layout.videoFile(videoId), { force: true });
+    await rm(this.layout.thumbnailFile(videoId), { force: true });
   }
 
   /** Removes files no job or image record points to (left by a crash between writing and recording). */
@@ -469,6 +495,8 @@ export class Runtime {
       expired: false,
     }));
     this.store.complete(job.id, { completedAt, expiresAt, inferenceTimeS: outcome.inferenceTimeS, peakMemoryMb: outcome.peakMemoryMb, images });
+    // An edit's reference images are only needed while it runs (videos keep theirs for remix).
+    if (kind === 'image') await Promise.all(job.files.inputs.map((f) => rm(f, { force: true })));
     this.metrics.jobsFinished.inc({ kind, outcome: 'completed' });
     this.metrics.jobSeconds.observe({ kind }, outcome.inferenceTimeS);
     this.log.info({ jobId: job.id, kind, reqId: job.requestId, inferenceTimeS: outcome.inferenceTimeS }, 'job completed');
@@ -492,8 +520,7 @@ export class Runtime {
       if (job.kind === 'video' && error.code === 'server_shutdown' && this.opts.requeueOnRestart) {
         this.store.requeue(job.id);
         this.log.warn({ jobId: job.id }, 'running job interrupted by shutdown; requeued for the next start');
-        await rm(job.files.video as string, { force: true });
-        await rm(job.files.thumbnail as string, { force: true });
+        await this.removeOutputs(job.id);
         job.reject(new JobFailedError(error));
         return;
       }
@@ -598,7 +625,9 @@ export class Runtime {
    */
   close(): Promise<void> {
     if (!this.closed) {
-      this.closed = this.stop().then(() => this.store.close());
+      this.closed = this.stop()
+        .then(() => this.expiring)
+        .then(() => this.store.close());
     }
     return this.closed;
   }

@@ -1,10 +1,11 @@
 // The job runtime under stress, against real servers running demo:wan: a worker killed mid-job, the
 // queue limit, output retention, health checks, metrics, request ids in logs, CORS and the API-key env var.
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 
 import t from 'tap';
 
-import { http, startServer, waitFor } from '../helpers/server.js';
+import { http, startServer, tempDir, waitFor } from '../helpers/server.js';
 
 const TINY = { prompt: 'a boat', size: '32x32', num_frames: 5, num_inference_steps: 1 };
 const LONG = { prompt: 'a long one', size: '64x64', num_frames: 9, num_inference_steps: 300 };
@@ -168,4 +169,26 @@ t.test('no CORS headers unless enabled', async (t) => {
   t.equal(r.headers.get('access-control-allow-origin'), null);
   const pre = await http(`${s.url}/v1/videos`, { method: 'OPTIONS', headers: { origin: 'http://app.test', 'access-control-request-method': 'POST' } });
   t.equal(pre.status, 404);
+});
+
+t.test('queued jobs of another model fail on restart instead of running on the new one', async (t) => {
+  const out = await tempDir('nd-model-change-');
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+  const a = await startServer({ outputPath: out, shutdownTimeoutMs: 100 });
+  const done = await settled(a.url, (await create(a.url, TINY)).id);
+  const running = await create(a.url, LONG);
+  const queued = await create(a.url, TINY);
+  await a.close();
+  const b = await startServer({ outputPath: out, modelPath: 'demo:zimage' });
+  t.teardown(() => b.close());
+  const q = (await http(`${b.url}/v1/videos/${queued.id}`)).body;
+  t.equal(q.status, 'failed');
+  t.equal(q.error.code, 'model_changed');
+  t.match(q.error.message, /queued for model 'demo:wan'; the server now serves 'demo:zimage'/);
+  t.equal((await http(`${b.url}/v1/videos/${running.id}`)).body.error.code, 'server_shutdown');
+  const old = await http(`${b.url}/v1/videos/${done.id}/content`);
+  t.equal(old.status, 200, 'earlier videos are still served');
+  const remix = await http(`${b.url}/v1/videos/${done.id}/remix`, { method: 'POST', json: { prompt: 'again' } });
+  t.equal(remix.status, 400, 'but not remixed by another model');
+  t.match(remix.body.error.message, /was made by 'demo:wan'; this server serves 'demo:zimage'/);
 });
