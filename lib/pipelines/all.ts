@@ -5,3 +5,4 @@ import './demo/wan.js';
 import './zimage.js';
 import './demo/zimage.js';
 import './flux2-klein.js';
+import './demo/flux2-klein.js';

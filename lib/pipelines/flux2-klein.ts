@@ -20,7 +20,7 @@ import { promptLengths } from '../models/t5/umt5.js';
 import { AutoencoderKLFlux2, unpatchifyLatents } from '../models/vae/autoencoder-kl-flux2.js';
 import { linspace } from '../schedulers/common.js';
 import { FlowMatchEulerDiscreteScheduler } from '../schedulers/flow-match-euler.js';
-import { checkReferenceImage, FLUX2_REFERENCE_LIMITS, imageToTensor, prepareReferenceImage } from './flux2-reference-images.js';
+import { checkReferenceImage, imageToTensor, prepareReferenceImage, referenceImageSize } from './flux2-reference-images.js';
 import { type PipelineLoadContext, registerPipeline } from './load.js';
 import {
   type GenerateRequest, type GenerateResult, type Pipeline, type PipelineDefaults, type PipelineInfo, type Progress,
@@ -124,18 +124,6 @@ export function encodeFlux2Prompt(encoder: Qwen3TextEncoder, inputIds: Tensor, a
   const [b, l] = inputIds.shape as [number, number];
   const lens = promptLengths(attentionMask, b, l);
   return scope(() => stack(encoder.hiddenStates(inputIds, lens, [...layers]), 2).reshape(b, l, -1));
-}
-
-/** Pixel size of a reference image after preparation (area limit, then floored to multiples). */
-export function referenceImageSize(width: number, height: number, multipleOf: number): { width: number; height: number } {
-  let w = width;
-  let h = height;
-  if (w * h > FLUX2_REFERENCE_LIMITS.maxArea) {
-    const scale = Math.sqrt(FLUX2_REFERENCE_LIMITS.maxArea / (w * h));
-    w = Math.trunc(w * scale);
-    h = Math.trunc(h * scale);
-  }
-  return { width: Math.floor(w / multipleOf) * multipleOf, height: Math.floor(h / multipleOf) * multipleOf };
 }
 
 function precisionName(dtype: string): string {

@@ -21,10 +21,22 @@ export function checkReferenceImage(img: RgbImage, param: string): void {
     throw new RequestError(`${param} has an aspect ratio too extreme for FLUX.2: ${width}x${height} (${ratio.toFixed(1)}:1, at most ${maxAspectRatio}:1)`, param);
 }
 
-/** _resize_to_target_area: sides scaled by sqrt(area / (W H)) and truncated, PIL LANCZOS. */
-function resizeToArea(img: RgbImage, area: number): RgbImage {
-  const scale = Math.sqrt(area / (img.width * img.height));
-  return resizeLanczos(img, Math.trunc(img.width * scale), Math.trunc(img.height * scale));
+/** _resize_to_target_area's size: over maxArea, both sides scaled by sqrt(maxArea / (W H)) and truncated. */
+function areaLimitedSize(width: number, height: number, maxArea: number): { width: number; height: number } {
+  if (width * height <= maxArea) return { width, height };
+  const scale = Math.sqrt(maxArea / (width * height));
+  return { width: Math.trunc(width * scale), height: Math.trunc(height * scale) };
+}
+
+/** Pixel size of a reference image once prepared: area-limited, then floored to multiples of `multipleOf`. */
+export function referenceImageSize(
+  width: number,
+  height: number,
+  multipleOf: number,
+  maxArea: number = FLUX2_REFERENCE_LIMITS.maxArea,
+): { width: number; height: number } {
+  const sized = areaLimitedSize(width, height, maxArea);
+  return { width: Math.floor(sized.width / multipleOf) * multipleOf, height: Math.floor(sized.height / multipleOf) * multipleOf };
 }
 
 /** Flux2ImageProcessor._resize_and_crop: the centred width x height window. */
@@ -45,9 +57,9 @@ function centerCrop(img: RgbImage, width: number, height: number): RgbImage {
  * then centre-cropped to multiples of `multipleOf` (the VAE scale factor x 2).
  */
 export function prepareReferenceImage(img: RgbImage, multipleOf: number, maxArea: number = FLUX2_REFERENCE_LIMITS.maxArea): RgbImage {
-  const sized = img.width * img.height > maxArea ? resizeToArea(img, maxArea) : img;
-  const width = Math.floor(sized.width / multipleOf) * multipleOf;
-  const height = Math.floor(sized.height / multipleOf) * multipleOf;
+  const area = areaLimitedSize(img.width, img.height, maxArea);
+  const sized = area.width !== img.width || area.height !== img.height ? resizeLanczos(img, area.width, area.height) : img;
+  const { width, height } = referenceImageSize(img.width, img.height, multipleOf, maxArea);
   if (width === 0 || height === 0) throw new RequestError(`a reference image of ${img.width}x${img.height} has no ${multipleOf}x${multipleOf} area to encode`, 'image');
   return centerCrop(sized, width, height);
 }
