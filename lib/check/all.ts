@@ -5,3 +5,4 @@ import './wan.js';
 import './wan-vae.js';
 import './zimage.js';
 import './flux2-klein.js';
+import './lora.js';
