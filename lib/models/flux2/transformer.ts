@@ -201,6 +201,11 @@ export class Flux2Transformer2DModel {
     return this.params.taken(name);
   }
 
+  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
+  parameterNames(): string[] {
+    return this.params.takenNames();
+  }
+
   get inChannels(): number {
     return this.config.in_channels;
   }
