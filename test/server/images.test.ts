@@ -171,7 +171,14 @@ t.test('shutdown answers image requests in flight (503) within the shutdown time
   const running = post('running');
   await waitFor('the job to run', () => (s.app.runtime.store.jobsWithStatus('in_progress').length > 0 ? true : undefined));
   const queued = post('queued');
-  await waitFor('the second job to queue', () => (s.app.runtime.queueDepth > 0 ? true : undefined));
+  const streamed = fetch(`${s.url}/v1/images/generations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'streamed', stream: true, size: '64x64', num_inference_steps: 1000 }),
+  });
+  await waitFor('two jobs to queue', () => (s.app.runtime.queueDepth === 2 ? true : undefined));
+  const sse = await streamed;
+  t.equal(sse.status, 200, 'the event stream is open while queued (headers flushed before any event)');
   const t0 = Date.now();
   await s.close();
   t.ok(Date.now() - t0 < 10_000, `closed in ${Date.now() - t0} ms`);
@@ -180,4 +187,6 @@ t.test('shutdown answers image requests in flight (503) within the shutdown time
   t.equal(r.body.error.code, 'server_shutdown');
   t.equal(q.status, 503);
   t.match(q.body.error.message, /shut down before this request ran/);
+  const text = await sse.text();
+  t.match(text, /^event: error\ndata: \{"error":\{"message":"the server shut down before this request ran","type":"server_error"/);
 });

@@ -82,6 +82,8 @@ async function runImageJob(
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
+  // Clients see the stream open at once, not at the first event (which may be a whole generation away).
+  raw.flushHeaders();
   const event = (name: string, data: object) => {
     if (!raw.writableEnded) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
   };
