@@ -164,8 +164,10 @@ const ORIGINAL_NAMES: ReadonlyArray<[RegExp, string]> = [
   [/^blocks\.(\d+)\.attn2\.add_v_proj$/, 'blocks.$1.cross_attn.v_img'],
   [/^blocks\.(\d+)\.ffn\.net\.0\.proj$/, 'blocks.$1.ffn.0'],
   [/^blocks\.(\d+)\.ffn\.net\.2$/, 'blocks.$1.ffn.2'],
-  [/^condition_embedder\.time_embedder\.linear_([12])$/, 'time_embedding.$1'],
-  [/^condition_embedder\.text_embedder\.linear_([12])$/, 'text_embedding.$1'],
+  [/^condition_embedder\.time_embedder\.linear_1$/, 'time_embedding.0'],
+  [/^condition_embedder\.time_embedder\.linear_2$/, 'time_embedding.2'],
+  [/^condition_embedder\.text_embedder\.linear_1$/, 'text_embedding.0'],
+  [/^condition_embedder\.text_embedder\.linear_2$/, 'text_embedding.2'],
   [/^condition_embedder\.time_proj$/, 'time_projection.1'],
   [/^proj_out$/, 'head.head'],
   // Z-Image (the original checkpoint calls the attention output `out`)
