@@ -40,6 +40,8 @@ export interface Misbehaviour {
   corrupt?: boolean;
   /** answer 200 with the whole file to ranged requests */
   ignoreRange?: boolean;
+  /** answer the next `times` requests of the path with this status */
+  fail?: { status: number; times: number };
 }
 
 const digests = new WeakMap<Buffer, Record<string, string>>();
@@ -238,6 +240,12 @@ export class FakeHub {
   /** Serve a file with Range support and the configured misbehaviour. */
   private serve(req: IncomingMessage, res: ServerResponse, file: FakeFile, headers: Record<string, string>): void {
     const m = this.misbehave.get(file.path) ?? {};
+    if (m.fail && m.fail.times > 0) {
+      m.fail.times--;
+      res.writeHead(m.fail.status, { 'content-type': 'text/plain' });
+      res.end('refused');
+      return;
+    }
     let content = file.content;
     if (m.corrupt) {
       content = Buffer.from(content);
@@ -313,6 +321,8 @@ export function fakePipelineRepo(id: string, commit: string): { repo: FakeRepo; 
     { path: 'text_encoder/flax_model.msgpack', lfs: true, content: Buffer.from('flax text encoder') },
     { path: 'text_encoder/tf_model.h5', lfs: true, content: Buffer.from('tensorflow text encoder') },
     { path: 'vae/diffusion_pytorch_model.onnx', lfs: true, content: Buffer.from('onnx vae') },
+    { path: 'transformer/README.md', lfs: false, content: text('notes next to the weights\n') },
+    { path: 'text_encoder/generation_config.json', lfs: false, content: json({ do_sample: true }) },
   ];
   return {
     repo: { id, commit, files: [...needed, ...skipped] },

@@ -85,8 +85,8 @@ async function rejectsWith(t: Test, p: Promise<unknown>, code: string, ...fragme
   for (const f of fragments) t.match(err.message, f);
 }
 
-// 21 files + 7 folders listed 4 per page
-const TREE_PAGES = Math.ceil((21 + 7) / 4);
+// 23 files + 7 folders listed 4 per page
+const TREE_PAGES = Math.ceil((23 + 7) / 4);
 
 t.test('full download: selected files only, huggingface_hub cache layout, ranged chunks', async (t) => {
   const cacheDir = freshCache();
@@ -215,7 +215,7 @@ t.test('gated repo: 401 tells the user to set HF_TOKEN; the token is accepted an
 
 t.test('missing repo (404) and a repo without model_index.json', async (t) => {
   const cacheDir = freshCache();
-  await rejectsWith(t, resolveModelPath('acme/missing', options(cacheDir)), 'repo_not_found', 'repository not found: acme/missing');
+  await rejectsWith(t, resolveModelPath('acme/missing', options(cacheDir)), 'repo_not_found', 'repository not found: acme/missing', "no local folder 'acme/missing' either");
   await rejectsWith(t, downloadModel('acme/not-a-pipeline', options(cacheDir)), 'not_a_pipeline', 'not a diffusers pipeline repo', 'model_index.json');
   t.equal(hub.requests().filter((r) => r.url.includes('/resolve/')).length, 0, 'nothing was downloaded');
 });
@@ -339,6 +339,17 @@ t.test('transient hub errors are retried a bounded number of times', async (t) =
   t.equal(hub.requests('hub').length, 1 + TUNING.retry.maxRetries, 'gave up after the retries');
 });
 
+t.test('a download link refused by the CDN (expired signature) is fetched again through the hub', async (t) => {
+  const cacheDir = freshCache();
+  const vae = 'vae/diffusion_pytorch_model.safetensors';
+  hub.misbehave.set(vae, { fail: { status: 403, times: 1 } });
+  const path = await resolveModelPath('acme/tiny-pipe', options(cacheDir));
+  t.same(readFileSync(join(path, vae)), contentOf(vae));
+  t.equal(hub.requests('hub').filter((r) => r.url.endsWith(`/${vae}`)).length, 2, 'resolved twice');
+  hub.misbehave.set(vae, { fail: { status: 403, times: 100 } });
+  await rejectsWith(t, resolveModelPath('acme/tiny-pipe', options(freshCache())), 'http', 'HTTP 403 from', 'where the hub redirected');
+});
+
 t.test('network errors name the URL', async (t) => {
   const cacheDir = freshCache();
   const dead = 'http://127.0.0.1:9'; // discard port: nothing listens
@@ -416,7 +427,7 @@ t.test('concurrent calls for one model share a single download', async (t) => {
 
 t.test('file selection', async (t) => {
   const file = (path: string) => ({ path, size: 1, blobId: '0'.repeat(40) });
-  const index = { _class_name: 'P', transformer: ['diffusers', 'T'], text_encoder: ['transformers', 'E'], unused: [null, null] };
+  const index = { _class_name: 'P', transformer: ['diffusers', 'T'], text_encoder: ['transformers', 'E'], tokenizer: ['transformers', 'T5TokenizerFast'], unused: [null, null] };
   const listing = [
     'model_index.json', 'README.md', 'flux.safetensors', 'scheduler_config.json',
     'transformer/config.json', 'transformer/diffusion_pytorch_model.safetensors.index.json',
@@ -424,6 +435,8 @@ t.test('file selection', async (t) => {
     'transformer/diffusion_pytorch_model.fp16-00001-of-00001.safetensors', 'transformer/diffusion_pytorch_model.safetensors.index.fp16.json',
     'transformer/diffusion_pytorch_model.bin.index.json', 'transformer/diffusion_pytorch_model-00001-of-00002.bin', 'transformer/model.ckpt',
     'text_encoder/config.json', 'text_encoder/pytorch_model.bin', 'text_encoder/flax_model.msgpack', 'text_encoder/model.onnx', 'text_encoder/rust_model.ot',
+    'text_encoder/generation_config.json', 'transformer/README.md',
+    'tokenizer/tokenizer.json', 'tokenizer/special_tokens_map.json', 'tokenizer/spiece.model',
     'unused/config.json', 'vae/config.json',
   ].map(file);
   t.same(selectPipelineFiles(listing, index).map((f) => f.path), [
@@ -431,7 +444,8 @@ t.test('file selection', async (t) => {
     'transformer/config.json', 'transformer/diffusion_pytorch_model.safetensors.index.json',
     'transformer/diffusion_pytorch_model-00001-of-00002.safetensors', 'transformer/diffusion_pytorch_model-00002-of-00002.safetensors',
     'text_encoder/config.json', 'text_encoder/pytorch_model.bin',
-  ], 'pickle weights are kept only where no safetensors exist');
+    'tokenizer/tokenizer.json', 'tokenizer/special_tokens_map.json', 'tokenizer/spiece.model',
+  ], 'pickle weights only where no safetensors exist; weight folders give weights and config.json; other folders everything');
   t.throws(() => selectPipelineFiles(listing, { _class_name: 'P' }), /names no components/);
 });
 

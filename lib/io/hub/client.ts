@@ -142,6 +142,14 @@ export class HubClient {
     const detail = serverMessage ? ` (${serverMessage})` : '';
     const page = this.repoPage(ctx.repo);
     const repo = ctx.repo.id;
+    const answeredBy = res.url || url;
+    if (new URL(answeredBy).origin !== this.origin)
+      // The storage the hub redirected to refused: a fresh redirect from the hub usually fixes an expired link.
+      return new HubError('http', `HTTP ${status} from ${answeredBy}, where the hub redirected ${url}${detail}`, {
+        status,
+        url,
+        retryable: status === 401 || status === 403,
+      });
     const tokenAdvice = this.token
       ? `The token in use (from --token, HF_TOKEN or the token file) does not give access to it: check that it is valid, has read access, and that its account accepted the model's terms on ${page}.`
       : `If it is gated or private, set HF_TOKEN to a Hugging Face access token (https://huggingface.co/settings/tokens) of an account that has access, and accept the model's terms on ${page}.`;
@@ -222,7 +230,7 @@ export function networkError(err: unknown, url: string): HubError {
 
 export function isTransient(err: unknown): boolean {
   if (!(err instanceof HubError)) return false;
-  if (err.code === 'network') return true;
+  if (err.code === 'network' || err.retryable) return true;
   const s = err.status;
   return err.code === 'http' && s !== undefined && (s >= 500 || s === 408 || s === 429);
 }

@@ -16,12 +16,19 @@ export class HubError extends Error {
   readonly code: HubErrorCode;
   readonly status: number | undefined;
   readonly url: string | undefined;
+  /** Set when trying again may succeed although the status alone does not say so (an expired CDN link). */
+  readonly retryable: boolean;
 
-  constructor(code: HubErrorCode, message: string, opts: { status?: number; url?: string; cause?: unknown } = {}) {
+  constructor(
+    code: HubErrorCode,
+    message: string,
+    opts: { status?: number; url?: string; cause?: unknown; retryable?: boolean } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'HubError';
     this.code = code;
     this.status = opts.status;
     this.url = opts.url;
+    this.retryable = opts.retryable ?? false;
   }
 }

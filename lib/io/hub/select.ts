@@ -1,6 +1,7 @@
 // Which files of a diffusers repo a pipeline needs, following diffusers' DiffusionPipeline.download:
-// model_index.json, the folders of the components it names, a few root-level configs; safetensors
-// preferred over pickle formats, non-variant weights over variants (fp16...), and no flax/onnx/tf files.
+// model_index.json, the folders of the components it names (weights and config.json from weight folders),
+// a few root-level configs; safetensors preferred over pickle formats, non-variant weights over variants
+// (fp16...), and no flax/onnx/tf files. A snapshot diffusers downloaded therefore counts as complete here.
 import type { RemoteFile } from './client.js';
 import { HubError } from './errors.js';
 
@@ -63,11 +64,17 @@ export function selectPipelineFiles(files: RemoteFile[], modelIndex: unknown): R
     if (PLAIN_SAFETENSORS.test(baseOf(f.path))) hasPlainSafetensors.add(dirOf(f.path));
   }
 
+  // Folders holding weights get their weights and config.json only (as diffusers fetches them); other
+  // component folders (tokenizers, schedulers) get every file.
+  const isWeights = (base: string) => SAFETENSORS_RELATED.test(base) || PICKLE_FORMAT.test(base) || FOREIGN_FORMAT.test(base);
+  const weightDirs = new Set(files.filter((f) => isWeights(baseOf(f.path))).map((f) => dirOf(f.path)));
+
   return files.filter((f) => {
     const dir = dirOf(f.path);
     const base = baseOf(f.path);
     if (dir === '') return ROOT_FILES.has(base);
     if (!inComponent(f.path)) return false;
+    if (weightDirs.has(dir) && !isWeights(base)) return base === 'config.json';
     if (FOREIGN_FORMAT.test(base)) return false;
     if (PICKLE_FORMAT.test(base) && hasSafetensors.has(dir)) return false;
     if (SAFETENSORS_RELATED.test(base) && hasPlainSafetensors.has(dir) && !PLAIN_SAFETENSORS.test(base)) return false;

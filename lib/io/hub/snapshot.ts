@@ -77,7 +77,13 @@ export async function resolveModelPath(pathOrId: string, opts: ModelDownloadOpti
   const cached = await inspectCache(cache, settings.revision);
   if (cached.complete) return cached.dir;
   if (settings.offline) throw offlineError(repo, settings, cached);
-  return (await downloadModel(repo.id, opts)).path;
+  try {
+    return (await downloadModel(repo.id, opts)).path;
+  } catch (err) {
+    if (err instanceof HubError && err.code === 'repo_not_found')
+      throw new HubError(err.code, `${err.message} There is no local folder '${pathOrId}' either.`, { status: err.status, url: err.url, cause: err });
+    throw err;
+  }
 }
 
 interface CacheState {

@@ -108,22 +108,28 @@ async function downloadBlob(req: BlobRequest): Promise<void> {
   const stop = () => job.abort.abort();
   req.signal?.addEventListener('abort', stop, { once: true });
   if (req.signal?.aborted) stop();
-  await saveState(statePath, job);
-  const saver = setInterval(() => void saveState(statePath, job).catch(() => undefined), 2000);
+  // The resume state is rewritten every 2 s while data arrives; writes are serialized so that none lands
+  // after the final one (or after the state file was removed).
+  let saving: Promise<void> = Promise.resolve();
+  const save = () => (saving = saving.then(() => saveState(statePath, job)).catch(() => undefined));
+  await save();
+  const saver = setInterval(save, 2000);
   saver.unref();
+  const finish = async () => {
+    clearInterval(saver);
+    req.signal?.removeEventListener('abort', stop);
+    await saving;
+    await fh.close();
+  };
   try {
     await runSegments(job);
   } catch (err) {
-    clearInterval(saver);
-    req.signal?.removeEventListener('abort', stop);
-    await fh.close();
+    await finish();
     if (err instanceof HubError && err.code === 'integrity') await discard(incomplete, statePath);
     else await saveState(statePath, job);
     throw err;
   }
-  clearInterval(saver);
-  req.signal?.removeEventListener('abort', stop);
-  await fh.close();
+  await finish();
   await verify(incomplete, statePath, file, req.url);
   await fsp.rename(incomplete, blobPath);
   await fsp.rm(statePath, { force: true });
@@ -223,12 +229,14 @@ async function runSegment(job: Job, seg: Segment, onStatus: (rangeHonoured: bool
       if (job.abort.signal.aborted) throw cancelled();
       if (!isTransient(err)) throw err;
       failures = attempt.bytes > 0 ? 1 : failures + 1; // progress resets the count, as huggingface_hub does
-      if (failures > job.tuning.retry.maxRetries)
+      if (failures > job.tuning.retry.maxRetries) {
+        const last = err as HubError;
         throw new HubError(
-          'network',
-          `${(err as Error).message} (gave up on ${job.ctx.file} after ${failures} failed attempts; run again to resume)`,
-          { url: job.url, cause: err },
+          last.code,
+          `${last.message} (gave up on ${job.ctx.file} after ${failures} failed attempts; run again to resume)`,
+          { status: last.status, url: last.url ?? job.url, cause: err },
         );
+      }
       await sleep(backoffMs(job.tuning.retry, failures));
     }
   }
