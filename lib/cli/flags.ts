@@ -6,7 +6,8 @@ import { extname } from 'node:path';
 
 import YAML from 'yaml';
 
-export type FlagType = 'string' | 'int' | 'number' | 'boolean' | 'list' | 'duration';
+/** 'paths': a string that may be given several times (each occurrence appends; a list in a config file). */
+export type FlagType = 'string' | 'int' | 'number' | 'boolean' | 'list' | 'paths' | 'duration';
 
 export interface FlagSpec {
   type: FlagType;
@@ -69,6 +70,11 @@ function convert(name: string, spec: FlagSpec, raw: unknown): FlagValue {
     case 'list': {
       const items = Array.isArray(raw) ? raw.map(String) : String(raw).split(',');
       return items.map((s) => s.trim()).filter((s) => s.length > 0);
+    }
+    case 'paths': {
+      const items = Array.isArray(raw) ? raw : [raw];
+      if (items.some((s) => typeof s === 'object' || String(s) === '')) throw fail('expected a path');
+      return items.map(String);
     }
     case 'string': {
       if (typeof raw === 'object' && raw !== null) throw fail('expected a string');
@@ -135,7 +141,9 @@ export function parseFlags(argv: readonly string[], table: FlagTable, opts: Pars
     }
     const v = inline ?? argv[++i];
     if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
-    values[name] = convert(name, spec, v);
+    const value = convert(name, spec, v);
+    const before = values[name];
+    values[name] = spec.type === 'paths' && Array.isArray(before) && Array.isArray(value) ? [...before, ...value] : value;
   }
   return { values, dynamic, help };
 }

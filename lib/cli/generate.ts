@@ -2,13 +2,13 @@
 // and Pipeline.generate(): writes an MP4 (or a PNG/JPEG/WebP for single-frame outputs), shows a progress bar
 // over the denoising steps and prints the stage timings and peak memory.
 import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveQuality } from '../encode/image.js';
-import { encodeImage, type ImageFormat } from '../encode/image.js';
+import { decodeImage, encodeImage, type ImageFormat } from '../encode/image.js';
 import { encodeMp4 } from '../encode/video.js';
 import { loadPipeline } from '../pipelines/load.js';
-import { type GenerateRequest, type GenerateResult, RequestError } from '../pipelines/types.js';
+import { type GenerateRequest, type GenerateResult, RequestError, type RgbImage } from '../pipelines/types.js';
 import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
 import type { Command } from './main.js';
 import { createProgress, type Progress } from './progress.js';
@@ -17,6 +17,7 @@ export const GENERATE_FLAGS: FlagTable = {
   'model-path': { type: 'string', help: 'model: local diffusers folder, Hugging Face repo id, or demo:<family> (required)', placeholder: 'path|org/name|demo:<family>' },
   config: { type: 'string', help: 'JSON or YAML file of options (keys as flag names); flags on the command line win', placeholder: 'file' },
   prompt: { type: 'string', help: 'text prompt', placeholder: 'text' },
+  'image-path': { type: 'paths', help: 'reference image (PNG/JPEG/WebP) for image editing; repeat for several', placeholder: 'file' },
   'negative-prompt': { type: 'string', help: "what to avoid (default: the model's negative prompt)", placeholder: 'text' },
   height: { type: 'int', help: 'output height in pixels (default: the model\'s)' },
   width: { type: 'int', help: 'output width in pixels (default: the model\'s)' },
@@ -62,7 +63,9 @@ export interface GenerateConfig {
   outputFormat: ImageFormat;
   outputQuality: string | undefined;
   outputCompression: number | undefined;
-  request: Omit<GenerateRequest, 'onProgress' | 'signal'>;
+  /** reference images, decoded before generating */
+  imagePaths: string[];
+  request: Omit<GenerateRequest, 'onProgress' | 'signal' | 'images'>;
 }
 
 /** Flags (and the --config file under them) -> what to generate. Throws UsageError on anything wrong. */
@@ -75,7 +78,8 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
   for (const [flag, { neutral, why }] of Object.entries(NOT_YET))
     if (v[flag] !== undefined && v[flag] !== neutral) throw new UsageError(`--${flag}: ${why}`);
   const modelPath = v['model-path'];
-  if (typeof modelPath !== 'string' || modelPath === '') throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan / demo:zimage)');
+  if (typeof modelPath !== 'string' || modelPath === '')
+    throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan / demo:zimage / demo:flux2-klein)');
   const prompt = v.prompt;
   if (typeof prompt !== 'string') throw new UsageError('--prompt is required');
   const num = (flag: string) => v[flag] as number | undefined;
@@ -99,6 +103,7 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
     outputFormat: (v['output-format'] as ImageFormat | undefined) ?? 'png',
     outputQuality: v['output-quality'] as string | undefined,
     outputCompression: num('output-compression'),
+    imagePaths: (v['image-path'] as string[] | undefined) ?? [],
     request,
   };
 }
@@ -144,7 +149,8 @@ function formatMs(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`;
 }
 
-const USAGE = 'Usage: node-diffusion generate --model-path <dir|org/name|demo:wan|demo:zimage> --prompt <text> [options]';
+const USAGE =
+  'Usage: node-diffusion generate --model-path <dir|org/name|demo:wan|demo:zimage|demo:flux2-klein> --prompt <text> [--image-path <file> ...] [options]';
 const FOOTER = 'Component overrides: --<component>-path <dir> (e.g. --vae-path, --transformer-path, --text-encoder-path).';
 
 export const command: Command = {
@@ -180,7 +186,17 @@ export const command: Command = {
     try {
       let request: GenerateRequest;
       try {
-        request = pipeline.validate(cfg.request);
+        const images: RgbImage[] = [];
+        for (const path of cfg.imagePaths) {
+          let bytes: Buffer;
+          try {
+            bytes = await readFile(path);
+          } catch (err) {
+            throw new RequestError(`--image-path ${path}: cannot read (${(err as Error).message})`, 'image');
+          }
+          images.push(await decodeImage(bytes, { param: `--image-path ${path}` }));
+        }
+        request = pipeline.validate({ ...cfg.request, ...(images.length > 0 ? { images } : {}) });
         resolveQuality({ outputCompression: cfg.outputCompression ?? null, outputQuality: cfg.outputQuality ?? null }, 'video');
       } catch (err) {
         if (err instanceof RequestError) {
