@@ -49,7 +49,7 @@ t.test('the sharded golden Wan transformer opens through its index, without copy
   tt.equal(w.files.length, 2);
   const shardBytes = statSync(join(WAN_TRANSFORMER, SHARD1)).size + statSync(join(WAN_TRANSFORMER, SHARD2)).size;
 
-  const shardFiles = { [SHARD1]: SafetensorsFile.open(join(WAN_TRANSFORMER, SHARD1)), [SHARD2]: SafetensorsFile.open(join(WAN_TRANSFORMER, SHARD2)) };
+  const shardFiles: Record<string, SafetensorsFile> = { [SHARD1]: SafetensorsFile.open(join(WAN_TRANSFORMER, SHARD1)), [SHARD2]: SafetensorsFile.open(join(WAN_TRANSFORMER, SHARD2)) };
   const afterOpen = E.memoryStats();
   for (const [name, shard] of Object.entries(index.weight_map)) {
     const got = w.get(name);
