@@ -29,6 +29,11 @@ t.before(async () => {
 t.teardown(() => pipeline.dispose());
 
 const bytesOf = (r: { outputs: Array<Array<{ data: Uint8Array }>> }) => r.outputs.map((frames) => Buffer.from(frames[0]!.data));
+/**
+ * The same picture up to float rounding: a batch computes the same values as single runs, but the
+ * GEMM may block its rows differently, so a pixel may land one level apart (another seed changes most pixels).
+ */
+const samePicture = (a: Buffer, b: Buffer) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) <= 1);
 
 t.test('pipeline info and defaults: Turbo, base Z-Image by model id, folder overrides', async (tt) => {
   tt.match(pipeline.info, {
@@ -82,12 +87,13 @@ t.test('generate: images of the requested size, deterministic per seed, seed + i
   tt.notOk(bytesOf(a)[0]!.equals(bytesOf(other)[0]!), 'another seed, another image');
   const two = await pipeline.generate({ ...SMALL, seed: 7, numOutputs: 2 });
   tt.equal(two.outputs.length, 2);
-  tt.ok(bytesOf(two)[0]!.equals(bytesOf(a)[0]!), 'output 0 uses the seed');
-  tt.ok(bytesOf(two)[1]!.equals(bytesOf(other)[0]!), 'output 1 uses seed + 1');
+  tt.notOk(samePicture(bytesOf(a)[0]!, bytesOf(other)[0]!), 'seeds 7 and 8 give different pictures');
+  tt.ok(samePicture(bytesOf(two)[0]!, bytesOf(a)[0]!), 'output 0 uses the seed');
+  tt.ok(samePicture(bytesOf(two)[1]!, bytesOf(other)[0]!), 'output 1 uses seed + 1');
   const prompts = await pipeline.generate({ ...SMALL, prompt: ['a red fox trotting through snow', 'a lighthouse at night'], seed: 7 });
-  tt.ok(bytesOf(prompts)[0]!.equals(bytesOf(a)[0]!), 'a batch of prompts: each as alone');
+  tt.ok(samePicture(bytesOf(prompts)[0]!, bytesOf(a)[0]!), 'a batch of prompts: each as alone');
   const lighthouse = await pipeline.generate({ ...SMALL, prompt: 'a lighthouse at night', seed: 8 });
-  tt.ok(bytesOf(prompts)[1]!.equals(bytesOf(lighthouse)[0]!), 'the second prompt uses seed + 1');
+  tt.ok(samePicture(bytesOf(prompts)[1]!, bytesOf(lighthouse)[0]!), 'the second prompt uses seed + 1');
   const defaults = await pipeline.generate({ prompt: 'x', numInferenceSteps: 1 });
   tt.same([defaults.width, defaults.height], [64, 64]);
 });
