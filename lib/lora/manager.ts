@@ -174,7 +174,7 @@ export class LoraManager {
    * the base weights. lora_path may be omitted (or null) for an adapter cached under that nickname;
    * a cached nickname with the same path is not read again, a new path replaces it.
    */
-  setLora(args: SetLoraArgs | SetLoraPlan): Promise<void> {
+  async setLora(args: SetLoraArgs | SetLoraPlan): Promise<void> {
     const plan = 'nicknames' in args ? args : planSetLora(args);
     return this.exclusive(() => this.applySet(plan));
   }

@@ -1,7 +1,7 @@
 // LoRA key formats: every accepted naming resolved onto the right layer with the right rank, alpha and
 // scale, fused original projections split by rows, and every kind of bad file refused with the first
 // offending key named.
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import * as E from '../../lib/engine/index.js';
 import { LoraError, type LoraStateDict, type LoraTargetLayout, resolveLora } from '../../lib/lora/formats.js';
@@ -28,7 +28,7 @@ function rows(sd: LoraStateDict, l: LoraTargetLayout) {
   return out;
 }
 
-function throwsKey(tt: Tap.Test, fn: () => unknown, key: string | null, message: RegExp, what: string) {
+function throwsKey(tt: Test, fn: () => unknown, key: string | null, message: RegExp, what: string) {
   try {
     fn();
     tt.fail(`${what}: no error`);
