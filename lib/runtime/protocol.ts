@@ -10,8 +10,9 @@ export type JobStatus = 'queued' | 'in_progress' | 'completed' | 'failed';
 export interface GenerationParams {
   prompt: string;
   negativePrompt?: string;
-  width: number;
-  height: number;
+  /** null: the pipeline decides (an edit without `size` takes its first reference image's size) */
+  width: number | null;
+  height: number | null;
   numFrames: number;
   fps: number;
   numInferenceSteps: number;

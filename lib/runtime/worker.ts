@@ -94,8 +94,8 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
     const request: GenerateRequest = p.validate({
       prompt: g.prompt,
       negativePrompt: g.negativePrompt,
-      width: g.width,
-      height: g.height,
+      width: g.width ?? undefined,
+      height: g.height ?? undefined,
       numFrames: g.numFrames,
       fps: g.fps,
       numInferenceSteps: g.numInferenceSteps,
@@ -108,8 +108,8 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
       type: 'started',
       jobId,
       numFrames: request.numFrames ?? g.numFrames,
-      width: request.width ?? g.width,
-      height: request.height ?? g.height,
+      width: request.width ?? g.width ?? 0,
+      height: request.height ?? g.height ?? 0,
       fps: request.fps ?? g.fps,
     });
     const t0 = performance.now();

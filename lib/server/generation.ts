@@ -4,7 +4,7 @@ import { type ImageFormat, resolveQuality } from '../encode/image.js';
 import type { PipelineInfo, RgbImage, TaskType } from '../pipelines/types.js';
 import type { JobParams } from '../runtime/protocol.js';
 import { badRequest, notFound } from './errors.js';
-import { LIMITS, type ImageEditRequest, type ImageGenerationRequest, type VideoCreateRequest } from './schemas.js';
+import { type ImageEditRequest, type ImageGenerationRequest, LIMITS, type VideoCreateRequest } from './schemas.js';
 
 export const DEFAULT_SEED = 1024;
 
@@ -85,14 +85,6 @@ export function roundFrames(n: number): number {
   return Math.max(1, Math.round((n - 1) / 4) * 4 + 1);
 }
 
-/** Output size of an edit without `size`: the first input's aspect, no larger than the model default area. */
-export function sizeFromInput(img: RgbImage, info: PipelineInfo): { width: number; height: number } {
-  const maxArea = info.defaults.width * info.defaults.height;
-  const scale = Math.min(1, Math.sqrt(maxArea / (img.width * img.height)));
-  const fit = (v: number) => Math.min(LIMITS.maxSide, Math.max(LIMITS.minSide, Math.floor((v * scale) / 16) * 16));
-  return { width: fit(img.width), height: fit(img.height) };
-}
-
 export interface ImageJobSpec {
   params: JobParams;
   responseFormat: 'b64_json' | 'url';
@@ -112,7 +104,8 @@ export function imageJobParams(
     throw badRequest('background=transparent is not supported: the models generate opaque RGB images', 'background', 'unsupported_parameter');
   }
   const d = info.defaults;
-  const size = req.size ?? (inputs[0] ? sizeFromInput(inputs[0], info) : { width: d.width, height: d.height });
+  // An edit without `size` gets the pipeline's choice (its first reference image's prepared size).
+  const size = req.size ?? (inputs.length > 0 ? null : { width: d.width, height: d.height });
   const format = (req.output_format ?? 'png') as ImageFormat;
   const stream = req.stream ?? false;
   if (req.partial_images !== undefined && req.partial_images > 0 && !stream) {
@@ -123,8 +116,8 @@ export function imageJobParams(
       generation: {
         prompt: req.prompt,
         negativePrompt: req.negative_prompt,
-        width: size.width,
-        height: size.height,
+        width: size?.width ?? null,
+        height: size?.height ?? null,
         numFrames: 1,
         fps: d.fps,
         numInferenceSteps: req.num_inference_steps ?? d.numInferenceSteps,

@@ -70,8 +70,8 @@ async function runImageJob(
   }
 
   const format = spec.params.output.format as ImageFormat;
-  const g = spec.params.generation;
-  const size = `${g.width}x${g.height}`;
+  // The size as resolved once the job started (an edit without `size` learns it from the pipeline).
+  const size = () => `${job.params.generation.width}x${job.params.generation.height}`;
   const createdAt = () => Math.floor(Date.now() / 1000);
   reply.hijack();
   const raw = reply.raw;
@@ -96,7 +96,7 @@ async function runImageJob(
         background: 'opaque',
         created_at: createdAt(),
         output_format: format,
-        size,
+        size: size(),
       });
     }
   });
