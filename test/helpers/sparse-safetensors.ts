@@ -14,12 +14,13 @@ export type SparseFill =
 
 export interface SparseTensor {
   name: string;
-  dtype: 'float32' | 'bfloat16';
+  /** int64 tensors (e.g. a batch norm's step counter) can only be zeros */
+  dtype: 'float32' | 'bfloat16' | 'int64';
   shape: number[];
   fill: SparseFill;
 }
 
-const SAFETENSORS_DTYPE = { float32: 'F32', bfloat16: 'BF16' } as const;
+const SAFETENSORS_DTYPE = { float32: 'F32', bfloat16: 'BF16', int64: 'I64' } as const;
 const CHUNK_ELEMENTS = 8 << 20;
 
 /** Writes the file; returns the bytes of data actually written (the rest are holes). */
@@ -27,6 +28,7 @@ export function writeSparseSafetensors(path: string, tensors: SparseTensor[]): n
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   let offset = 0;
   const placed = tensors.map((t) => {
+    if (t.dtype === 'int64' && t.fill.kind !== 'zeros') throw new Error(`${t.name}: int64 tensors can only be zeros`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
     const bytes = numel * E.elementSize(t.dtype);
     header[t.name] = { dtype: SAFETENSORS_DTYPE[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes] };
