@@ -13,6 +13,8 @@ import { loraMerge, type LoraDelta } from '../engine/ops/linalg.js';
 import { empty, keep, scope, swapContents, type Tensor } from '../engine/tensor.js';
 import { type LoraTargetLayout, resolveLora, type ResolvedLora, targetLayout, type LoraStateDict } from './formats.js';
 import { LoraError, type LoraTarget, planSetLora, type SetLoraArgs, type SetLoraPlan } from './request.js';
+import type { HubOptions } from '../io/hub/settings.js';
+import { fetchLoraFromHub } from './hub.js';
 import { disposeStateDict, localLoraFile, looksLikeRepoId, readLoraFile } from './source.js';
 
 /** A denoiser LoRA can change: its weights by checkpoint name, as the forward uses them. */
@@ -24,8 +26,10 @@ export interface LoraTargetModel {
 export interface LoraManagerOptions {
   /** adapters kept in memory (least recently used evicted first; active ones never); default 8 */
   maxLoras?: number;
-  /** brings a Hugging Face repo id's adapter into the local cache and returns the file (hub ids as lora_path) */
+  /** brings a Hugging Face repo id's adapter into the local cache and returns the file (default: fetchLoraFromHub) */
   fetchRemote?: (repoId: string) => Promise<string>;
+  /** hub settings for the default fetchRemote (revision, token, cache folder, endpoint, offline) */
+  hub?: HubOptions;
 }
 
 export const DEFAULT_MAX_LORAS = 8;
@@ -88,7 +92,7 @@ export class LoraManager {
   readonly stats: LoraStats = { fileReads: 0, lastMergeMs: {} };
   private readonly targetStates = new Map<string, TargetState>();
   private readonly cache = new Map<string, Adapter>();
-  private readonly fetchRemote: ((repoId: string) => Promise<string>) | undefined;
+  private readonly fetchRemote: (repoId: string) => Promise<string>;
   private tick = 0;
   private chain: Promise<unknown> = Promise.resolve();
   private disposed = false;
@@ -97,7 +101,7 @@ export class LoraManager {
   constructor(targets: Record<string, LoraTargetModel>, opts: LoraManagerOptions = {}) {
     this.maxLoras = opts.maxLoras ?? DEFAULT_MAX_LORAS;
     if (!Number.isInteger(this.maxLoras) || this.maxLoras < 1) throw new RangeError(`maxLoras must be a positive integer, got ${opts.maxLoras}`);
-    this.fetchRemote = opts.fetchRemote;
+    this.fetchRemote = opts.fetchRemote ?? ((id) => fetchLoraFromHub(id, opts.hub));
     for (const [name, model] of Object.entries(targets))
       this.targetStates.set(name, { name, model, layout: null, active: [], merged: false, bases: new Map() });
   }
@@ -135,7 +139,6 @@ export class LoraManager {
     let file = await localLoraFile(path);
     if (file === null) {
       if (!looksLikeRepoId(path)) throw new LoraError(`lora_path '${path}' is not an existing file or folder, nor a Hugging Face repo id (org/name)`);
-      if (!this.fetchRemote) throw new LoraError(`lora_path '${path}' is not an existing file or folder (hub ids are not available here)`);
       file = await this.fetchRemote(path);
     }
     const sd = readLoraFile(file, path);

@@ -1,6 +1,7 @@
 // Messages between the server process and its worker process (child_process IPC, advanced serialization),
 // and the job parameters they carry. The worker owns the pipeline; the server never computes.
 import type { ImageFormat } from '../encode/image.js';
+import type { StartupLora } from '../lora/controls.js';
 import type { PipelineInfo, Stage } from '../pipelines/types.js';
 
 export type JobKind = 'video' | 'image';
@@ -64,12 +65,25 @@ export interface LoadOptions {
   textEncoderCpuOffload: boolean;
   /** run one 1-step generation after loading, before reporting ready */
   warmup: boolean;
+  /** a LoRA set right after loading, before the warmup (--lora-path) */
+  lora?: StartupLora | null;
+  /** LoRA adapters kept in memory (--max-loras) */
+  maxLoras?: number;
+}
+
+/** The worker's answer to a control operation (see Runtime.control). */
+export interface ControlReplay {
+  /** a later replay with the same key replaces this one */
+  key: string;
+  op: string;
+  args: unknown;
 }
 
 export type ToWorker =
   | { type: 'load'; options: LoadOptions }
   | { type: 'run'; jobId: string; kind: JobKind | 'probe'; params: JobParams; files: JobFiles }
-  | { type: 'cancel'; jobId: string };
+  | { type: 'cancel'; jobId: string }
+  | { type: 'control'; id: string; op: string; args: unknown };
 
 export interface JobError {
   /** invalid_request (the pipeline rejected the parameters), cancelled, generation_failed, worker_crashed, ... */
@@ -106,4 +120,6 @@ export type FromWorker =
   | { type: 'partial'; jobId: string; index: number; images: Uint8Array[] }
   | { type: 'done'; jobId: string; outcome: JobOutcome }
   | { type: 'failed'; jobId: string; error: JobError }
-  | { type: 'memory'; memory: MemorySample };
+  | { type: 'memory'; memory: MemorySample }
+  | { type: 'control_done'; id: string; result: unknown; replay?: ControlReplay }
+  | { type: 'control_failed'; id: string; error: JobError };

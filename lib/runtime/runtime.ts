@@ -10,6 +10,7 @@ import type { ImageFormat } from '../encode/image.js';
 import type { PipelineInfo, RgbImage, Stage } from '../pipelines/types.js';
 import { isValidId, newId } from './ids.js';
 import { OutputLayout } from './layout.js';
+import { ControlChannel } from './controls.js';
 import { RuntimeMetrics } from './metrics.js';
 import type { FromWorker, JobError, JobFiles, JobKind, JobOutcome, JobParams, LoadOptions } from './protocol.js';
 import { type ImageRecord, type JobRecord, JobStore } from './store.js';
@@ -88,6 +89,8 @@ export class ActiveJob extends EventEmitter<JobEvents> {
   running = false;
   /** performance.now() when the worker got it */
   startedAtMs: number | null = null;
+  /** position in the order of jobs and exclusive control operations (0: ahead of everything) */
+  seq = 0;
   readonly result: Promise<JobResult>;
   resolve!: (r: JobResult) => void;
   reject!: (e: Error) => void;
@@ -148,6 +151,8 @@ export class Runtime {
   private expiring: Promise<number> | null = null;
   private meanJobSeconds = 10;
   private readonly progressWritten = new Map<string, number>();
+  private readonly controls: ControlChannel;
+  private seqCounter = 0;
 
   private constructor(opts: RuntimeOptions) {
     this.opts = opts;
@@ -156,6 +161,7 @@ export class Runtime {
     this.layout.createDirectories();
     this.store = new JobStore(this.layout.database);
     this.metrics = new RuntimeMetrics(() => this.store.countByKindAndStatus());
+    this.controls = new ControlChannel((e) => new JobFailedError(e), opts.logger);
   }
 
   /** Opens the store, recovers jobs from a previous run, starts the worker and waits for the model. */
@@ -242,6 +248,7 @@ export class Runtime {
         continue;
       }
       const a = new ActiveJob(job.id, 'video', job.params, this.filesFor(job.id, 'video', job.params), undefined);
+      a.seq = ++this.seqCounter;
       this.active.set(a.id, a);
       this.queue.push(a);
     }
@@ -279,6 +286,7 @@ export class Runtime {
     this.infoValue = info;
     this.metrics.workerUp.set(1);
     this.log.info({ pid: w.pid, model: info.modelPath, pipeline: info.pipelineClass, loadSeconds }, 'worker ready');
+    await this.controls.replay((m) => w.send(m));
     this.pump();
   }
 
@@ -359,6 +367,7 @@ export class Runtime {
       remixedFrom: spec.remixedFrom ?? null,
     });
     const job = new ActiveJob(id, spec.kind, spec.params, files, spec.requestId);
+    job.seq = ++this.seqCounter;
     this.active.set(id, job);
     this.queue.push(job);
     this.metrics.queueDepth.set(this.queue.length);
@@ -394,8 +403,25 @@ export class Runtime {
     return job;
   }
 
+  /**
+   * Runs a control operation in the worker (LoRA management, weight checksums). Exclusive operations
+   * (those that change weights) wait for every job submitted before them to finish and run before
+   * any job submitted after them; shared ones are answered at once, between denoising steps.
+   */
+  control(op: string, args: unknown, opts: { exclusive: boolean }): Promise<unknown> {
+    this.checkAccepting();
+    const w = this.worker;
+    if (!w?.alive) throw new UnavailableError('no worker is ready (the model is loading or the worker is restarting)');
+    if (!opts.exclusive) return this.controls.sendShared(op, args, (m) => w.send(m));
+    const done = this.controls.enqueue(op, args, ++this.seqCounter);
+    this.pump();
+    return done;
+  }
+
   private pump(): void {
-    if (this.running || this.closing || !this.worker?.alive) return;
+    if (this.running || this.controls.busy || this.closing || !this.worker?.alive) return;
+    const worker = this.worker;
+    if (this.controls.startNext(this.queue[0]?.seq ?? Number.POSITIVE_INFINITY, (m) => worker.send(m))) return;
     const job = this.queue.shift();
     if (!job) return;
     this.metrics.queueDepth.set(this.queue.length);
@@ -414,6 +440,10 @@ export class Runtime {
       return;
     }
     if (m.type === 'ready' || m.type === 'load_failed') return;
+    if (m.type === 'control_done' || m.type === 'control_failed') {
+      if (this.controls.settle(m)) this.pump();
+      return;
+    }
     const job = this.active.get(m.jobId);
     if (!job) return;
     switch (m.type) {
@@ -541,6 +571,7 @@ export class Runtime {
     this.worker = null;
     this.metrics.workerUp.set(0);
     const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+    this.controls.workerDied(how);
     const job = this.running;
     if (job) {
       void this.fail(job, {
@@ -645,6 +676,7 @@ export class Runtime {
     this.closing = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    this.controls.close(new UnavailableError('the server shut down before this request ran'));
     for (const job of this.queue.splice(0)) {
       this.active.delete(job.id);
       if (job.kind === 'video') continue;

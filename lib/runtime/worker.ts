@@ -6,6 +6,8 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { memoryStats } from '../engine/tensor.js';
 import { decodeImage, encodeImage, type ImageFormat } from '../encode/image.js';
 import { encodeMp4, encodeThumbnail } from '../encode/video.js';
+import { WeightControls } from '../lora/controls.js';
+import { LoraError } from '../lora/request.js';
 import { loadPipeline } from '../pipelines/load.js';
 import { type GenerateRequest, type Pipeline, type Progress, RequestError, type RgbImage } from '../pipelines/types.js';
 import {
@@ -21,6 +23,7 @@ import {
 } from './protocol.js';
 
 let pipeline: Pipeline | null = null;
+let controls: WeightControls | null = null;
 const controllers = new Map<string, AbortController>();
 
 function send(msg: FromWorker): void {
@@ -41,6 +44,8 @@ async function load(options: LoadOptions): Promise<void> {
       componentPaths: options.componentPaths,
       textEncoderCpuOffload: options.textEncoderCpuOffload,
     });
+    controls = new WeightControls(pipeline, { maxLoras: options.maxLoras });
+    if (options.lora) await controls.startup(options.lora);
     if (options.warmup) {
       const d = pipeline.info.defaults;
       await pipeline.generate(
@@ -161,6 +166,23 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
   }
 }
 
+/**
+ * A weight operation (LoRA, checksums). The runtime sends those that change weights only while no job
+ * runs; read-only ones may arrive during a job and are answered between its steps.
+ */
+async function control(id: string, op: string, args: unknown): Promise<void> {
+  try {
+    if (!controls) throw new Error('no pipeline loaded');
+    const { result, replay } = await controls.run(op, args);
+    send({ type: 'control_done', id, result, ...(replay ? { replay } : {}) });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    send({ type: 'control_failed', id, error: err instanceof LoraError ? { code: 'invalid_request', message, param: null } : { code: 'control_failed', message } });
+  } finally {
+    send({ type: 'memory', memory: memorySample() });
+  }
+}
+
 process.on('message', (msg: ToWorker) => {
   switch (msg.type) {
     case 'load':
@@ -171,6 +193,9 @@ process.on('message', (msg: ToWorker) => {
       break;
     case 'cancel':
       controllers.get(msg.jobId)?.abort();
+      break;
+    case 'control':
+      void control(msg.id, msg.op, msg.args);
       break;
   }
 });

@@ -32,6 +32,8 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       componentPaths: opts.componentPaths,
       textEncoderCpuOffload: opts.textEncoderCpuOffload,
       warmup: opts.warmup,
+      lora: opts.loraPath ? { path: opts.loraPath, nickname: opts.loraNickname, strength: opts.loraScale } : null,
+      maxLoras: opts.maxLoras,
     },
     maxQueue: opts.maxQueue,
     requeueOnRestart: opts.requeueOnRestart,

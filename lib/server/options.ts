@@ -33,6 +33,14 @@ export interface ServerOptions {
   maxInputPixels?: number;
   /** run a 1-step generation before reporting ready */
   warmup?: boolean;
+  /** LoRA (file, folder or hub id) set when the model is loaded */
+  loraPath?: string | null;
+  /** its nickname (default "default") */
+  loraNickname?: string;
+  /** its strength (default 1.0) */
+  loraScale?: number;
+  /** LoRA adapters kept in memory, least recently used evicted first (default 8) */
+  maxLoras?: number;
   /** pino level: fatal, error, warn, info, debug, trace, silent (default info) */
   logLevel?: string;
   /** where logs go (default stdout) */
@@ -41,8 +49,9 @@ export interface ServerOptions {
   workerEnv?: NodeJS.ProcessEnv;
 }
 
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds'>> & {
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds' | 'loraPath'>> & {
   apiKey: string | null;
+  loraPath: string | null;
   outputRetentionSeconds: number | null;
   logStream?: Writable;
   workerEnv?: NodeJS.ProcessEnv;
@@ -56,6 +65,9 @@ export const DEFAULTS = {
   maxUploadBytes: 20 * 1024 * 1024,
   maxInputPixels: 4096 * 4096,
   logLevel: 'info',
+  loraNickname: 'default',
+  loraScale: 1,
+  maxLoras: 8,
 } as const;
 
 export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
@@ -78,6 +90,10 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
     maxUploadBytes: o.maxUploadBytes ?? DEFAULTS.maxUploadBytes,
     maxInputPixels: o.maxInputPixels ?? DEFAULTS.maxInputPixels,
     warmup: o.warmup ?? false,
+    loraPath: o.loraPath ? o.loraPath : null,
+    loraNickname: o.loraNickname ?? DEFAULTS.loraNickname,
+    loraScale: o.loraScale ?? DEFAULTS.loraScale,
+    maxLoras: o.maxLoras ?? DEFAULTS.maxLoras,
     logLevel: o.logLevel ?? DEFAULTS.logLevel,
     logStream: o.logStream,
     workerEnv: o.workerEnv,
@@ -89,6 +105,9 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
   positiveInt('maxUploadBytes', r.maxUploadBytes);
   positiveInt('maxInputPixels', r.maxInputPixels);
   positiveInt('numGpus', r.numGpus);
+  positiveInt('maxLoras', r.maxLoras);
+  if (!Number.isFinite(r.loraScale)) throw new Error(`loraScale must be a finite number, got ${r.loraScale}`);
+  if (r.loraNickname.trim() === '') throw new Error('loraNickname must not be empty');
   if (r.numGpus > 1) {
     throw new Error(`--num-gpus ${r.numGpus}: multi-GPU workers are not available in this build; serve with one GPU (--num-gpus 1)`);
   }

@@ -4,8 +4,9 @@ import type { FastifyPluginAsync } from 'fastify';
 
 import { healthRoutes } from './health.js';
 import { imageRoutes } from './images.js';
+import { loraRoutes } from './lora.js';
 import { metricsRoutes } from './metrics.js';
 import { modelRoutes } from './models.js';
 import { videoRoutes } from './videos.js';
 
-export const ROUTE_PLUGINS: ReadonlyArray<FastifyPluginAsync> = [healthRoutes, modelRoutes, imageRoutes, videoRoutes, metricsRoutes];
+export const ROUTE_PLUGINS: ReadonlyArray<FastifyPluginAsync> = [healthRoutes, modelRoutes, imageRoutes, videoRoutes, loraRoutes, metricsRoutes];
