@@ -1,5 +1,5 @@
 // Shared parameters of the CUDA attention kernels (attention.cu: tensor-core flash attention for
-// bf16/fp16 with head dim 64/128; attention_generic.cu: any float dtype and head dim <= 256).
+// bf16/fp16 with head dim 64/128; attention_generic.cu: any float dtype and head dim <= 1024).
 #pragma once
 #include <cstdint>
 
@@ -33,7 +33,7 @@ struct AttnParams {
 // Whether the tensor-core kernel handles these parameters (dtype, head dims, alignment).
 bool flash_attention_supported(const AttnParams& p);
 void flash_attention(DeviceContext& ctx, const AttnParams& p);
-// Any float dtype, D and Dv <= 256; one warp per query row.
+// Any float dtype, D and Dv <= 1024; one warp per query row.
 void generic_attention(DeviceContext& ctx, const AttnParams& p);
 
 }  // namespace nd::cuda

@@ -1,6 +1,7 @@
-// Attention for what the tensor-core kernel does not cover (float32, head dims other than 64/128,
-// unaligned views): one warp per query row, lanes split the head dim, online softmax in float32
-// with accurate expf. Correct for every configuration; fast enough for text encoders and tests.
+// Attention for what the tensor-core kernel does not cover (float32, head dims other than 64/128 up
+// to 1024 such as the VAEs' single-head mid-block attention, unaligned views): one warp per query
+// row, lanes split the head dim, online softmax in float32 with accurate expf. Correct for every
+// configuration; fast enough for text encoders, VAE attention and tests.
 #include <stdexcept>
 
 #include "attention.h"
@@ -77,7 +78,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) generic_attention_kernel(
 
 void generic_attention(DeviceContext& ctx, const AttnParams& p) {
   const int dmax = p.D > p.Dv ? p.D : p.Dv;
-  if (dmax > 256) throw std::invalid_argument("attention on CUDA supports head dims up to 256, got " + std::to_string(dmax));
+  if (dmax > 1024)
+    throw std::invalid_argument("attention on CUDA supports head dims up to 1024, got " + std::to_string(dmax));
   const int64_t rows = static_cast<int64_t>(p.B) * p.H * p.Lq;
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (blocks > 0x7fffffff) throw std::invalid_argument("attention problem too large for the generic kernel");
@@ -85,7 +87,9 @@ void generic_attention(DeviceContext& ctx, const AttnParams& p) {
   const int threads = kWarpsPerBlock * 32;
   if (dmax <= 64) generic_attention_kernel<2><<<grid, threads, 0, ctx.compute>>>(p);
   else if (dmax <= 128) generic_attention_kernel<4><<<grid, threads, 0, ctx.compute>>>(p);
-  else generic_attention_kernel<8><<<grid, threads, 0, ctx.compute>>>(p);
+  else if (dmax <= 256) generic_attention_kernel<8><<<grid, threads, 0, ctx.compute>>>(p);
+  else if (dmax <= 512) generic_attention_kernel<16><<<grid, threads, 0, ctx.compute>>>(p);  // VAE mid-block attention
+  else generic_attention_kernel<32><<<grid, threads, 0, ctx.compute>>>(p);
   ND_CUDA_CHECK_LAUNCH("generic_attention_kernel");
 }
 

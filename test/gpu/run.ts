@@ -191,10 +191,11 @@ for (const dtype of ['float32', 'bfloat16', 'float16'] as DType[]) {
     { B: 2, H: 2, Hk: 1, Lq: 96, Lk: 160, D: 64, causal: true, kv: true },
     { B: 2, H: 3, Hk: 3, Lq: 70, Lk: 129, D: 128, kv: true, bias: true },
     { B: 1, H: 2, Hk: 2, Lq: 65, Lk: 90, D: 80 },
+    { B: 1, H: 1, Hk: 1, Lq: 300, Lk: 300, D: 512 },  // a VAE mid-block attention (one head over the channels)
   ];
   for (const s of shapes)
     for (const dtype of ['bfloat16', 'float16', 'float32'] as DType[]) {
-      if (dtype === 'float16' && s.D === 80) continue;
+      if (dtype === 'float16' && s.D !== 64 && s.D !== 128) continue;
       const q = rand([s.B, s.Lq, s.H, s.D], dtype, -2, 2).permute(0, 2, 1, 3);  // [B, H, L, D] views
       const k = rand([s.B, s.Lk, s.Hk, s.D], dtype, -2, 2).permute(0, 2, 1, 3);
       const v = rand([s.B, s.Hk, s.Lk, s.D], dtype);
