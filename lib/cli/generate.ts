@@ -7,9 +7,13 @@ import { join, resolve } from 'node:path';
 import { resolveQuality } from '../encode/image.js';
 import { decodeImage, encodeImage, type ImageFormat } from '../encode/image.js';
 import { encodeMp4 } from '../encode/video.js';
+import type { StartupLora } from '../lora/controls.js';
+import { LoraManager, pipelineLoraTargets } from '../lora/manager.js';
+import { LoraError } from '../lora/request.js';
 import { loadPipeline } from '../pipelines/load.js';
 import { type GenerateRequest, type GenerateResult, RequestError, type RgbImage } from '../pipelines/types.js';
 import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
+import { loraFlags } from './lora-flags.js';
 import type { Command } from './main.js';
 import { createProgress, type Progress } from './progress.js';
 
@@ -38,7 +42,9 @@ export const GENERATE_FLAGS: FlagTable = {
   'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (multi-GPU)', defaultText: '1' },
   'ring-degree': { type: 'int', help: 'ring-attention degree (multi-GPU)', defaultText: '1' },
   'enable-cfg-parallel': { type: 'boolean', help: 'run the two CFG branches on two GPUs' },
-  'lora-path': { type: 'string', help: 'LoRA to merge before generating', placeholder: 'file|dir|org/name' },
+  'lora-path': { type: 'string', help: 'LoRA to merge before generating (.safetensors, folder or hub id)', placeholder: 'file|dir|org/name' },
+  'lora-nickname': { type: 'string', help: 'name of that LoRA', defaultText: 'default' },
+  'lora-scale': { type: 'number', help: 'strength of that LoRA', defaultText: '1.0' },
 };
 
 /** --<component>-path (e.g. --vae-path, --transformer-path) overrides a component folder. */
@@ -50,7 +56,6 @@ const NOT_YET: Record<string, { neutral: FlagValue; why: string }> = {
   'ulysses-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
   'ring-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
   'enable-cfg-parallel': { neutral: false, why: 'multi-GPU CFG parallelism is not available in this build' },
-  'lora-path': { neutral: '', why: 'LoRA merging is not available in this build' },
 };
 
 export interface GenerateConfig {
@@ -65,6 +70,8 @@ export interface GenerateConfig {
   outputCompression: number | undefined;
   /** reference images, decoded before generating */
   imagePaths: string[];
+  /** a LoRA merged into the denoiser before generating */
+  lora: StartupLora | null;
   request: Omit<GenerateRequest, 'onProgress' | 'signal' | 'images'>;
 }
 
@@ -104,6 +111,7 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
     outputQuality: v['output-quality'] as string | undefined,
     outputCompression: num('output-compression'),
     imagePaths: (v['image-path'] as string[] | undefined) ?? [],
+    lora: loraFlags(v),
     request,
   };
 }
@@ -183,7 +191,17 @@ export const command: Command = {
       return 1;
     }
     const loadMs = performance.now() - t0;
+    let lora: LoraManager | null = null;
     try {
+      if (cfg.lora) {
+        lora = new LoraManager(pipelineLoraTargets(pipeline));
+        try {
+          await lora.setLora({ lora_nickname: cfg.lora.nickname, lora_path: cfg.lora.path, strength: cfg.lora.strength });
+        } catch (err) {
+          console.error(`node-diffusion generate: --lora-path ${cfg.lora.path}: ${err instanceof Error ? err.message : String(err)}`);
+          return err instanceof LoraError ? 2 : 1;
+        }
+      }
       let request: GenerateRequest;
       try {
         const images: RgbImage[] = [];
@@ -240,6 +258,7 @@ export const command: Command = {
       console.log(`peak memory: ${result.peakMemoryMb.toFixed(0)} MB of tensors, ${peakRssMb.toFixed(0)} MB process RSS`);
       return 0;
     } finally {
+      lora?.dispose();
       pipeline.dispose();
     }
   },

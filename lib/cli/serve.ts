@@ -2,6 +2,7 @@
 import { createServer } from '../server/app.js';
 import type { ServerOptions } from '../server/options.js';
 import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
+import { loraFlags } from './lora-flags.js';
 import type { Command } from './main.js';
 
 export const SERVE_FLAGS: FlagTable = {
@@ -22,9 +23,10 @@ export const SERVE_FLAGS: FlagTable = {
   'dit-precision': { type: 'string', help: 'DiT compute precision', choices: ['fp32', 'fp16', 'bf16'] },
   'vae-precision': { type: 'string', help: 'VAE compute precision', choices: ['fp32', 'fp16', 'bf16'] },
   'attention-backend': { type: 'string', help: 'attention implementation', placeholder: 'name' },
-  'lora-path': { type: 'string', help: 'LoRA to load and merge at startup', placeholder: 'file|dir|org/name' },
+  'lora-path': { type: 'string', help: 'LoRA to load and merge at startup (.safetensors, folder or hub id)', placeholder: 'file|dir|org/name' },
   'lora-nickname': { type: 'string', help: 'nickname of the startup LoRA', defaultText: 'default' },
   'lora-scale': { type: 'number', help: 'strength of the startup LoRA', defaultText: '1.0' },
+  'max-loras': { type: 'int', help: 'LoRA adapters kept in memory (least recently used evicted first)', defaultText: '8' },
   warmup: { type: 'boolean', help: 'run a 1-step generation after loading, before serving' },
   'api-key': { type: 'string', help: 'require "Authorization: Bearer KEY" on every route but /health', placeholder: 'key', defaultText: '$NODE_DIFFUSION_API_KEY' },
   'max-queue': { type: 'int', help: 'jobs waiting before requests get 429', defaultText: '256' },
@@ -49,9 +51,6 @@ const NOT_YET: Record<string, { neutral: FlagValue; why: string }> = {
   'dit-cpu-offload': { neutral: false, why: 'weight offloading applies to GPU memory, which this build does not manage yet' },
   'vae-cpu-offload': { neutral: false, why: 'weight offloading applies to GPU memory, which this build does not manage yet' },
   'pin-cpu-memory': { neutral: false, why: 'pinned host memory applies to GPU offloading, which this build does not manage yet' },
-  'lora-path': { neutral: '', why: 'LoRA support is not available in this build' },
-  'lora-nickname': { neutral: 'default', why: 'LoRA support is not available in this build' },
-  'lora-scale': { neutral: 1, why: 'LoRA support is not available in this build' },
   'dit-precision': { neutral: '', why: 'precision is chosen by the pipeline from the weights in this build' },
   'vae-precision': { neutral: '', why: 'precision is chosen by the pipeline from the weights in this build' },
   'attention-backend': { neutral: '', why: 'the attention implementation is chosen by the engine in this build' },
@@ -86,6 +85,8 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
   const numGpus = positive('num-gpus');
   const retention = positive('output-retention');
   const uploadMb = positive('max-upload-mb');
+  const maxLoras = positive('max-loras');
+  const lora = loraFlags(v);
   const shutdown = v['shutdown-timeout'] as number | undefined;
   const origins = v['cors-origins'] as string[] | undefined;
   const server: ServerOptions = {
@@ -104,6 +105,8 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
     allowUrlFetch: (v['allow-url-fetch'] as boolean | undefined) ?? false,
     maxUploadBytes: uploadMb === undefined ? undefined : Math.round(uploadMb * 1024 * 1024),
     warmup: (v.warmup as boolean | undefined) ?? false,
+    ...(lora ? { loraPath: lora.path, loraNickname: lora.nickname, loraScale: lora.strength } : {}),
+    ...(maxLoras !== undefined ? { maxLoras } : {}),
     logLevel: (v['log-level'] as string | undefined) ?? 'info',
   };
   return { server, host: (v.host as string | undefined) ?? '127.0.0.1', port };

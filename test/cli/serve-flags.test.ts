@@ -91,11 +91,24 @@ t.test('bad flags are usage errors', async (t) => {
     [['--model-path', 'demo:wan', '--max-queue', '0'], /--max-queue: must be greater than 0/],
     [['--model-path', 'demo:wan', '--output-retention', 'soon'], /--output-retention: 'soon' is not a duration/],
     [['--model-path', 'demo:wan', '--ulysses-degree', '2'], /--ulysses-degree: multi-GPU sequence parallelism is not available/],
-    [['--model-path', 'demo:wan', '--lora-path', '/x.safetensors'], /--lora-path: LoRA support is not available/],
+    [['--model-path', 'demo:wan', '--lora-scale', '0.5'], /--lora-scale needs --lora-path/],
+    [['--model-path', 'demo:wan', '--max-loras', '0'], /--max-loras: must be greater than 0/],
     [['--model-path', 'demo:wan', '--dit-precision', 'bf16'], /--dit-precision: precision is chosen by the pipeline/],
     [['--model-path', 'demo:wan', '--config', join(dir, 'missing.yaml')], /--config: cannot read/],
   ];
   for (const [argv, re] of cases) t.throws(() => serveConfig(argv), { name: 'UsageError', message: re }, argv.join(' '));
+});
+
+t.test('--lora-path, --lora-nickname, --lora-scale and --max-loras reach the server options', async (t) => {
+  const c = serveConfig(['--model-path', 'demo:wan', '--lora-path', '/x.safetensors', '--lora-scale', '0.5', '--max-loras', '3']);
+  if (c === 'help') throw new Error('unexpected help');
+  t.equal(c.server.loraPath, '/x.safetensors');
+  t.equal(c.server.loraNickname, 'default');
+  t.equal(c.server.loraScale, 0.5);
+  t.equal(c.server.maxLoras, 3);
+  const none = serveConfig(['--model-path', 'demo:wan']);
+  if (none === 'help') throw new Error('unexpected help');
+  t.equal(none.server.loraPath, undefined, 'no LoRA unless asked');
 });
 
 t.test('--config JSON and YAML, flags win', async (t) => {
