@@ -1,7 +1,7 @@
 // LoRA merge: w = base + sum_i scale_i * up_i @ down_i. The deltas are one GEMM over the
 // concatenated ranks ([s_1 up_1 | s_2 up_2 | ...] @ [down_1; down_2; ...]) accumulated onto
-// base rows in float32, block by block, then stored in w's dtype (bf16/f16 round to nearest
-// even). Each row block is read completely before it is written, so w may be base itself.
+// base in float32, tile by tile, then stored in w's dtype (bf16/f16 round to nearest even).
+// Each tile is read completely before it is written, so w may be base itself.
 #include <algorithm>
 #include <vector>
 
@@ -32,27 +32,31 @@ void CpuBackend::lora_merge(const Tensor& base, const std::vector<LoraTerm>& ter
     }
     r0 += r;
   }
-  constexpr int64_t kRows = 32;
-  const int64_t blocks = (O + kRows - 1) / kRows;
-  const cpu::MatRef down_ref{downs.data(), DType::F32, I, 1};
+  // tiles of rows x columns: the tile's f32 accumulator stays in L2 and the GEMM packs only the
+  // tile's slice of the downs
+  constexpr int64_t kRows = 112, kCols = 1024;
+  const int64_t row_tiles = (O + kRows - 1) / kRows, col_tiles = (I + kCols - 1) / kCols;
   cpu::GemmEpilogue ep;
   ep.accumulate = true;
-  parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> acc(static_cast<size_t>(kRows * I));
-    for (int64_t blk = lo; blk < hi; ++blk) {
-      const int64_t o0 = blk * kRows, rows = std::min(kRows, O - o0);
-      for (int64_t i = 0; i < rows; ++i) {
-        float* dst = acc.data() + i * I;
-        const float* src =
-            cpu::load_row(base.data(), base.dtype, (o0 + i) * base.strides[0], base.strides[1], I, dst);
-        if (src != dst) std::copy(src, src + I, dst);
+  parallel_for(0, row_tiles * col_tiles, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> acc(static_cast<size_t>(kRows * kCols));
+    for (int64_t tile = lo; tile < hi; ++tile) {
+      const int64_t o0 = tile / col_tiles * kRows, i0 = tile % col_tiles * kCols;
+      const int64_t rows = std::min(kRows, O - o0), cols = std::min(kCols, I - i0);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* dst = acc.data() + r * cols;
+        const float* src = cpu::load_row(base.data(), base.dtype, (o0 + r) * base.strides[0] + i0 * base.strides[1],
+                                         base.strides[1], cols, dst);
+        if (src != dst) std::copy(src, src + cols, dst);
       }
       if (R > 0) {
         const cpu::MatRef up_ref{ups.data() + o0 * R, DType::F32, R, 1};
-        cpu::gemm(rows, I, R, up_ref, down_ref, acc.data(), I, ep);
+        const cpu::MatRef down_ref{downs.data() + i0, DType::F32, I, 1};
+        cpu::gemm(rows, cols, R, up_ref, down_ref, acc.data(), cols, ep);
       }
-      for (int64_t i = 0; i < rows; ++i)
-        cpu::store_row(w.data(), w.dtype, (o0 + i) * w.strides[0], w.strides[1], I, acc.data() + i * I);
+      for (int64_t r = 0; r < rows; ++r)
+        cpu::store_row(w.data(), w.dtype, (o0 + r) * w.strides[0] + i0 * w.strides[1], w.strides[1], cols,
+                       acc.data() + r * cols);
     }
   });
 }

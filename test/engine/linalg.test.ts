@@ -233,6 +233,16 @@ t.test('loraMerge: base + sum of scaled products, any dtypes, in place', async (
     });
   }
   E.scope(() => {
+    // several row and column tiles, merged in place into a bf16 weight
+    const [O2, I2] = [130, 1100];
+    const base = rand([O2, I2], 'bfloat16');
+    const up = rand([O2, 8]), down = rand([8, I2]);
+    const expected = refMatmul(up.v, [O2, 8], down.v, [8, I2]).out.map((p, i) => (base.v[i] as number) + 0.5 * p);
+    E.loraMerge(base.t, [{ up: up.t, down: down.t, scale: 0.5 }], base.t);
+    const err = relL2(base.t.toFloat32(), expected);
+    t.ok(err <= 1e-2, `[${O2}, ${I2}] in place: rel-L2 ${err.toExponential(2)}`);
+  });
+  E.scope(() => {
     // no deltas: a converting copy; a transposed output view
     const base = rand([5, 3]);
     const out = E.zeros([3, 5]).transpose(0, 1);
