@@ -1,8 +1,8 @@
 // `npm run bench [-- filter...]`: measures the machine's single-precision FMA peak (all cores
 // and one core), runs every bench/cases/*.ts module whose file name contains a filter (all by
 // default; gemm first, since other cases compare against its rate), prints a table and writes
-// bench/results/<cpu>-<date>.json and bench/results/latest.md. BENCH_QUICK=1: fewer
-// repetitions and smaller shapes.
+// bench/results/<cpu>-<date>[-<filters>][-quick].json and bench/results/latest.md.
+// BENCH_QUICK=1: fewer repetitions and smaller shapes.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -112,7 +112,8 @@ async function main(): Promise<void> {
     kernel: native.gemmKernelName(), quick, filters, peakGflops: { all: peakAll, wall: peakWall, one: peakOne },
     loadAverage: { start: loadStart, end: loadEnd },
   };
-  const jsonPath = join(results, `${slug}-${day}${quick ? '-quick' : ''}.json`);
+  const parts = [slug, day, ...filters.map((f) => f.replace(/[^A-Za-z0-9]+/g, '-')), ...(quick ? ['quick'] : [])];
+  const jsonPath = join(results, `${parts.join('-')}.json`);
   writeFileSync(jsonPath, `${JSON.stringify({ ...meta, rows }, null, 2)}\n`);
   const md = [
     `# Benchmark results (${day})`,
