@@ -1,7 +1,8 @@
 // `npm run bench [-- filter...]`: measures the machine's single-precision FMA peak (all cores
 // and one core), runs every bench/cases/*.ts module whose file name contains a filter (all by
 // default; gemm first, since other cases compare against its rate), prints a table and writes
-// bench/results/<cpu>-<date>[-<filters>][-quick].json and bench/results/latest.md.
+// bench/results/<cpu>-<date>[-<filters>][-quick].json and .md, and a copy of the table as
+// bench/results/latest.md (not committed).
 // BENCH_QUICK=1: fewer repetitions and smaller shapes.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
@@ -125,8 +126,10 @@ async function main(): Promise<void> {
     markdown(rows),
     '',
   ].join('\n');
+  const mdPath = jsonPath.replace(/\.json$/, '.md');
+  writeFileSync(mdPath, md);
   writeFileSync(join(results, 'latest.md'), md);
-  console.log(`\nwrote ${jsonPath} and ${join(results, 'latest.md')}`);
+  console.log(`\nwrote ${jsonPath}, ${mdPath} and ${join(results, 'latest.md')}`);
 }
 
 main().catch((err: unknown) => {
