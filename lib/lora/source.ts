@@ -17,7 +17,13 @@ export const ADAPTER_FILE_NAMES = ['pytorch_lora_weights.safetensors', 'adapter_
  * file. Throws LoraError when there is none or the choice is ambiguous.
  */
 export async function adapterFileIn(dir: string): Promise<string> {
-  const names = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile() && e.name.endsWith('.safetensors')).map((e) => e.name);
+  const names: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (!e.name.endsWith('.safetensors')) continue;
+    // a symlink counts when it points to a file (hub snapshots link to their blobs)
+    if (e.isFile() || (e.isSymbolicLink() && (await stat(join(dir, e.name)).then((s) => s.isFile(), () => false)))) names.push(e.name);
+  }
+  names.sort();
   for (const preferred of ADAPTER_FILE_NAMES) if (names.includes(preferred)) return join(dir, preferred);
   if (names.length === 1) return join(dir, names[0]!);
   if (names.length === 0) throw new LoraError(`the folder ${dir} holds no .safetensors file`);
