@@ -143,6 +143,26 @@ t.test('a client that goes away cancels its image job', async (t) => {
   t.equal(r.data?.length, 1, 'the next request is served');
 });
 
+t.test('a streaming client that goes away mid-stream cancels its job', async (t) => {
+  const ac = new AbortController();
+  const res = await fetch(`${url}/v1/images/generations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'walk away', stream: true, partial_images: 3, size: '64x64', num_inference_steps: 1000 }),
+    signal: ac.signal,
+  });
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const first = await reader.read();
+  t.match(Buffer.from(first.value ?? []).toString(), /^event: image_generation\.partial_image\n/, 'a preview arrived');
+  ac.abort();
+  const rt = server.app.runtime;
+  await waitFor('the streamed job to be cancelled', () => (rt.store.jobsWithStatus('in_progress').length === 0 ? true : undefined));
+  const metrics = (await http(`${url}/metrics`)).body as string;
+  t.match(metrics, /node_diffusion_jobs_finished_total\{kind="image",outcome="cancelled"\} 2\b/);
+  const r = await client.images.generate({ prompt: 'still here', ...SMALL } as never);
+  t.equal(r.data?.length, 1, 'the server keeps serving');
+});
+
 t.test('task checks on an image model', async (t) => {
   const v = await http(`${url}/v1/videos`, { method: 'POST', json: { prompt: 'x' } });
   t.equal(v.status, 400);

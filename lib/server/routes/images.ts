@@ -85,7 +85,8 @@ async function runImageJob(
   // Clients see the stream open at once, not at the first event (which may be a whole generation away).
   raw.flushHeaders();
   const event = (name: string, data: object) => {
-    if (!raw.writableEnded) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+    // A client that went away has a destroyed socket: its job is being cancelled, nothing to write.
+    if (!raw.writableEnded && !raw.destroyed) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
   };
   job.on('partial', (index, images) => {
     for (const bytes of images) {
