@@ -5,3 +5,5 @@ export { loadPipeline, registerPipeline, registerDemo, type LoadPipelineOptions,
 export { createServer } from './server/app.js';
 export type { ServerOptions } from './server/options.js';
 export { downloadModel, resolveModelPath, HubError, type DownloadProgress, type DownloadResult, type ModelDownloadOptions } from './io/hub/index.js';
+export { LoraManager, pipelineLoraTargets, weightsChecksum, type LoraListing, type LoraManagerOptions, type LoraTargetModel } from './lora/manager.js';
+export { LoraError, type SetLoraArgs } from './lora/request.js';
