@@ -13,6 +13,7 @@ import { SafetensorsFile, writeSafetensors } from '../../lib/io/safetensors.js';
 import { LoraError } from '../../lib/lora/request.js';
 import { LoraManager, weightsChecksum } from '../../lib/lora/manager.js';
 import { WanTransformer3DModel } from '../../lib/models/wan/transformer.js';
+import { Flux2Transformer2DModel } from '../../lib/models/flux2/transformer.js';
 import { ZImageTransformer2DModel } from '../../lib/models/zimage/transformer.js';
 import { relL2 } from '../helpers/numeric.js';
 
@@ -271,4 +272,42 @@ t.test('Z-Image in its stored bf16: the merged weights are bf16 copies, the mapp
   await lora.unmergeLora();
   tt.same(view.bytes(), baseBytes, 'base bytes back');
   tt.equal(weightsChecksum(model), baseSum, 'checksum back');
+});
+
+t.test('FLUX.2 in the BFL naming: the fused qkv split over to_q/to_k/to_v, the final layer with its halves exchanged', async (tt) => {
+  const model = await Flux2Transformer2DModel.load(join(GOLDEN, 'flux2-klein', 'model', 'transformer'), { dtype: 'float32' });
+  const lora = new LoraManager({ transformer: model });
+  tt.teardown(() => {
+    lora.dispose();
+    model.dispose();
+  });
+  const shape = (n: string) => model.parameter(n).shape as [number, number];
+  const d = shape('transformer_blocks.0.attn.to_q.weight')[0];
+  const [normRows, normIn] = shape('norm_out.linear.weight');
+  const qkvUp = E.keep(E.randn([3 * d, 2], { seed: 1 }));
+  const qkvDown = E.keep(E.randn([2, d], { seed: 2 }));
+  const normUp = E.keep(E.randn([normRows, 2], { seed: 3 }));
+  const normDown = E.keep(E.randn([2, normIn], { seed: 4 }));
+  const file = join(tmp, 'flux-bfl.safetensors');
+  writeSafetensors(file, {
+    'diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight': qkvDown,
+    'diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight': qkvUp,
+    'diffusion_model.final_layer.adaLN_modulation.1.lora_A.weight': normDown,
+    'diffusion_model.final_layer.adaLN_modulation.1.lora_B.weight': normUp,
+  });
+  const bases = Object.fromEntries(['q', 'k', 'v'].map((p) => [p, model.parameter(`transformer_blocks.0.attn.to_${p}.weight`).toFloat32()]));
+  const normBase = model.parameter('norm_out.linear.weight').toFloat32();
+  await lora.setLora({ lora_nickname: 'bfl', lora_path: file, strength: 0.5 });
+  const up = qkvUp.toFloat32();
+  ['q', 'k', 'v'].forEach((p, i) => {
+    const ref = reference(bases[p]!, [d, d], [{ a: qkvDown.toFloat32(), b: up.slice(i * d * 2, (i + 1) * d * 2), rank: 2, scale: 0.5 }]);
+    const err = relL2(model.parameter(`transformer_blocks.0.attn.to_${p}.weight`).toFloat32(), ref);
+    tt.ok(err < 1e-6, `to_${p} takes rows ${i * d}..${(i + 1) * d - 1} of the fused B: rel-L2 ${err.toExponential(2)}`);
+  });
+  const nu = normUp.toFloat32();
+  const half = (normRows / 2) * 2;
+  const swapped = new Float32Array([...nu.slice(half), ...nu.slice(0, half)]);
+  const err = relL2(model.parameter('norm_out.linear.weight').toFloat32(), reference(normBase, [normRows, normIn], [{ a: normDown.toFloat32(), b: swapped, rank: 2, scale: 0.5 }]));
+  tt.ok(err < 1e-6, `norm_out.linear: (shift, scale) rows of the BFL layer exchanged: rel-L2 ${err.toExponential(2)}`);
+  E.disposeAll([qkvUp, qkvDown, normUp, normDown]);
 });
