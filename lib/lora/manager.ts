@@ -280,7 +280,9 @@ export class LoraManager {
   /** Puts every base tensor back into the model and frees the merged copies. */
   private restoreBases(st: TargetState): void {
     for (const [name, held] of st.bases) {
-      swapContents(st.model.parameter(name), held);
+      const live = st.model.parameter(name);
+      // a model disposed first has freed what it held (the merged copy): only the base is left to free
+      if (!live.disposed) swapContents(live, held);
       held.dispose(); // now the merged copy
     }
     st.bases.clear();
@@ -378,7 +380,7 @@ export class LoraManager {
     }
   }
 
-  /** Restores every base weight and frees the adapters. */
+  /** Restores every base weight and frees the adapters (dispose it before the pipeline it works on). */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
