@@ -699,6 +699,7 @@ export class Runtime {
       }
     }
     await this.worker?.stop(5000);
+    this.controls.workerDied('the server shut down');
     this.worker = null;
     this.metrics.workerUp.set(0);
   }
