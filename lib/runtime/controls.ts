@@ -31,6 +31,8 @@ export class ControlChannel {
   private runningExclusive: Pending | null = null;
   private readonly replays = new Map<string, ControlReplay>();
   private replaying = false;
+  /** shared operations that arrived while the state was being restored (answered once it is) */
+  private readonly deferred: Array<() => void> = [];
 
   constructor(
     private readonly fail: (error: JobError) => Error,
@@ -42,6 +44,11 @@ export class ControlChannel {
     return this.runningExclusive !== null || this.replaying;
   }
 
+  /** A restarted worker is being given its weight state back. */
+  get restoring(): boolean {
+    return this.replaying;
+  }
+
   /** Queues an exclusive operation at position seq of the job order. */
   enqueue(op: string, args: unknown, seq: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
@@ -49,15 +56,19 @@ export class ControlChannel {
     });
   }
 
-  /** Sends a shared (read-only) operation now. */
+  /** Sends a shared (read-only) operation now, or once a restarted worker has its state back. */
   sendShared(op: string, args: unknown, send: (m: ToWorker) => boolean): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const p: Pending = { id: `ctl_${++this.serial}`, op, args, seq: 0, exclusive: false, resolve, reject };
-      this.inFlight.set(p.id, p);
-      if (!send({ type: 'control', id: p.id, op, args })) {
-        this.inFlight.delete(p.id);
-        reject(this.fail({ code: 'worker_unavailable', message: 'the worker is not running' }));
-      }
+      const go = () => {
+        this.inFlight.set(p.id, p);
+        if (!send({ type: 'control', id: p.id, op, args })) {
+          this.inFlight.delete(p.id);
+          reject(this.fail({ code: 'worker_unavailable', message: 'the worker is not running' }));
+        }
+      };
+      if (this.replaying) this.deferred.push(go);
+      else go();
     });
   }
 
@@ -116,6 +127,7 @@ export class ControlChannel {
       await this.replayAll(send);
     } finally {
       this.replaying = false;
+      for (const go of this.deferred.splice(0)) go();
     }
   }
 

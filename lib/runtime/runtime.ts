@@ -202,7 +202,7 @@ export class Runtime {
 
   /** True when a worker is up with the model loaded. */
   get ready(): boolean {
-    return this.worker !== null && this.worker.alive && !this.closing;
+    return this.worker !== null && this.worker.alive && !this.closing && !this.controls.restoring;
   }
 
   get shuttingDown(): boolean {
