@@ -260,6 +260,13 @@ std::string find_cublaslt() {
                       {"nvidia/cu13/lib", "nvidia/cublas/lib"});
 }
 
+void* cuda_compute_stream(int device) {
+  if (!cuda_info().available) return nullptr;
+  using StreamFn = void* (*)(int);
+  static StreamFn fn = reinterpret_cast<StreamFn>(dlsym(g_library, "nd_cuda_compute_stream"));
+  return fn ? fn(device) : nullptr;
+}
+
 std::string find_nccl() {
   return find_library("ND_NCCL_PATH", {"libnccl.so.2"}, {"nvidia/nccl/lib", "nvidia/cu13/lib"});
 }

@@ -40,6 +40,11 @@ CudaInfo cuda_info();
 // naming the reason when CUDA is not usable.
 void require_cuda_backend();
 
+// The compute stream (a cudaStream_t) of CUDA device `device`, made the current device of the
+// calling thread; code outside the CUDA library (NCCL) enqueues its work there so that it is
+// ordered with the kernels. Null when CUDA is not usable or the device cannot be opened.
+void* cuda_compute_stream(int device);
+
 // Run-time libraries the CUDA backend dlopens, searched in: the env override
 // (ND_CUBLASLT_PATH / ND_NCCL_PATH), the dynamic loader's path, the CUDA toolkit directories
 // and the lib directories of NVIDIA's Python wheels. Return "" when not found.

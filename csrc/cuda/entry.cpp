@@ -55,6 +55,17 @@ ND_EXPORT nd::Backend* nd_cuda_create_backend(char* err, size_t errlen) {
   }
 }
 
+// The compute stream of device `index` (a cudaStream_t), with the device made current on the
+// calling thread; the addon's NCCL communicator (csrc/parallel) enqueues its collectives there.
+// Null when the device cannot be used.
+ND_EXPORT void* nd_cuda_compute_stream(int index) {
+  try {
+    return nd::cuda::device_context(index).compute;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
 // What the library was compiled for, e.g. "CUDA 13.0, sm_80,89,90a".
 ND_EXPORT const char* nd_cuda_build_info() {
   static const std::string info = "CUDA " + version_str(CUDART_VERSION) + ", sm_" ND_CUDA_ARCH_LIST;
