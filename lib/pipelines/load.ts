@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { empty, type Device } from '../engine/tensor.js';
 import { type ComponentOverrides, type ModelIndex, readModelIndex } from '../io/diffusers.js';
 import { type DownloadProgress, type ModelDownloadOptions, resolveModelPath } from '../io/hub/index.js';
+import type { ParallelGroups } from '../parallel/groups.js';
 import type { Pipeline } from './types.js';
 
 export type DeviceChoice = 'cpu' | 'cuda' | 'auto' | `cuda:${number}`;
@@ -19,6 +20,11 @@ export interface LoadPipelineOptions extends Omit<ModelDownloadOptions, 'onProgr
   textEncoderCpuOffload?: boolean;
   /** download progress of hub models */
   onProgress?: (p: DownloadProgress) => void;
+  /**
+   * This process is one rank of several running the pipeline in lockstep (lib/parallel); only
+   * pipelines registered with `parallel: true` accept a world of more than one rank.
+   */
+  parallel?: ParallelGroups | null;
 }
 
 /** What a pipeline factory receives: the resolved folder and options. */
@@ -31,6 +37,8 @@ export interface PipelineLoadContext {
   device: Device;
   componentPaths: ComponentOverrides;
   textEncoderCpuOffload: boolean;
+  /** the rank's parallel groups (null: a single process) */
+  parallel: ParallelGroups | null;
 }
 
 export type PipelineFactory = (ctx: PipelineLoadContext) => Promise<Pipeline>;
@@ -44,13 +52,20 @@ interface DemoModel {
   generate: DemoGenerator;
 }
 
+export interface PipelineCapabilities {
+  /** runs as several ranks (sequence parallelism / CFG-parallel) */
+  parallel?: boolean;
+}
+
 const factories = new Map<string, PipelineFactory>();
+const capabilities = new Map<string, PipelineCapabilities>();
 const demos = new Map<string, DemoModel>();
 
 /** Registers the implementation of a diffusers pipeline class (model_index.json _class_name). */
-export function registerPipeline(className: string, factory: PipelineFactory): void {
+export function registerPipeline(className: string, factory: PipelineFactory, caps: PipelineCapabilities = {}): void {
   if (factories.has(className)) throw new Error(`a pipeline for ${className} is already registered`);
   factories.set(className, factory);
+  capabilities.set(className, caps);
 }
 
 /** Registers the generator of the built-in `demo:<family>` model. */
@@ -124,7 +139,7 @@ export function resolveDevice(choice: DeviceChoice = 'cpu'): Device {
  */
 export async function loadPipeline(modelPathOrId: string, opts: LoadPipelineOptions = {}): Promise<Pipeline> {
   await import('./all.js');
-  const { device, componentPaths, textEncoderCpuOffload, onProgress, ...hub } = opts;
+  const { device, componentPaths, textEncoderCpuOffload, onProgress, parallel, ...hub } = opts;
   const resolvedDevice = resolveDevice(device);
   const modelDir = modelPathOrId.startsWith('demo:')
     ? await demoModelDir(modelPathOrId)
@@ -135,6 +150,8 @@ export async function loadPipeline(modelPathOrId: string, opts: LoadPipelineOpti
     throw new Error(
       `${join(modelDir, 'model_index.json')}: pipeline class ${index.className} is not supported (supported: ${[...factories.keys()].join(', ')})`,
     );
+  if (parallel && parallel.config.worldSize > 1 && !capabilities.get(index.className)?.parallel)
+    throw new Error(`${index.className} does not run on several ranks (--num-gpus ${parallel.config.worldSize}); serve it with --num-gpus 1`);
   return factory({
     modelDir,
     modelPath: modelPathOrId,
@@ -142,5 +159,6 @@ export async function loadPipeline(modelPathOrId: string, opts: LoadPipelineOpti
     device: resolvedDevice,
     componentPaths: componentPaths ?? {},
     textEncoderCpuOffload: textEncoderCpuOffload ?? false,
+    parallel: parallel ?? null,
   });
 }

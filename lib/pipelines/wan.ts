@@ -2,7 +2,7 @@
 // UMT5 (the upstream default negative prompt when none is given) -> seeded latent noise -> flow
 // UniPC denoising with classifier-free guidance -> Wan VAE decoding -> frames in [0, 1].
 import { add, affine, clamp, concat, mul, sub } from '../engine/ops/basic.js';
-import { type Device, disposeAll, keep, memoryStats, randn, resetPeakMemory, scope, type Tensor, tensor } from '../engine/tensor.js';
+import { type Device, disposeAll, empty, keep, memoryStats, randn, resetPeakMemory, scope, type Tensor, tensor } from '../engine/tensor.js';
 import { expectConfig, readComponentConfig, resolveComponentDirs } from '../io/diffusers.js';
 import { encodingsToTensors, tokenizeWanPrompts } from '../io/prompt-tokens.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
@@ -10,6 +10,11 @@ import { openWeights } from '../io/weights.js';
 import { UMT5Encoder } from '../models/t5/umt5.js';
 import { WanTransformer3DModel } from '../models/wan/transformer.js';
 import { WanVae } from '../models/wan/vae.js';
+import { combineGuidance } from '../parallel/cfg.js';
+import { checkHeads } from '../parallel/config.js';
+import type { ParallelGroups } from '../parallel/groups.js';
+import { stopTogether } from '../parallel/lockstep.js';
+import type { SequenceParallel } from '../parallel/sequence.js';
 import { UniPCMultistepScheduler } from '../schedulers/unipc.js';
 import type { UniPCMultistepSchedulerConfig } from '../io/configs.js';
 import { type PipelineLoadContext, registerPipeline } from './load.js';
@@ -123,6 +128,9 @@ export class WanPipeline implements Pipeline {
   private readonly keepTextEncoder: boolean;
   private readonly vaeScaleTemporal: number;
   private readonly vaeScaleSpatial: number;
+  /** this rank's groups when the pipeline runs on several ranks (null: alone) */
+  private readonly parallel: ParallelGroups | null;
+  private readonly sequenceParallel: SequenceParallel | null;
   private disposed = false;
 
   private constructor(
@@ -134,6 +142,7 @@ export class WanPipeline implements Pipeline {
     private readonly transformer: WanTransformer3DModel,
     private readonly vae: WanVae,
     private readonly schedulerConfig: UniPCMultistepSchedulerConfig,
+    parallel: ParallelGroups | null,
   ) {
     this.info = info;
     this.device = device;
@@ -142,6 +151,8 @@ export class WanPipeline implements Pipeline {
     this.keepTextEncoder = textEncoder !== null;
     this.vaeScaleTemporal = vae.config.scale_factor_temporal ?? 4;
     this.vaeScaleSpatial = vae.config.scale_factor_spatial ?? 8;
+    this.parallel = parallel;
+    this.sequenceParallel = parallel?.sequenceParallel ?? null;
   }
 
   static async load(ctx: PipelineLoadContext): Promise<WanPipeline> {
@@ -157,11 +168,15 @@ export class WanPipeline implements Pipeline {
     new UniPCMultistepScheduler(schedulerConfig); // validates the configuration now rather than at the first request
     expectConfig(await readComponentConfig(modelDir, 'text_encoder', componentPaths), 'UMT5EncoderModel');
     const tokenizer = await loadTokenizer(dirs.tokenizer!);
-    const keepTextEncoder = device !== 'cpu' && !ctx.textEncoderCpuOffload;
+    // on several ranks only rank 0 encodes prompts (and shares the embeddings)
+    const parallel = ctx.parallel;
+    const encodesPrompts = !parallel || parallel.world.rank === 0;
+    const keepTextEncoder = device !== 'cpu' && !ctx.textEncoderCpuOffload && encodesPrompts;
     const loaded: Array<{ dispose(): void }> = [];
     try {
       const transformer = await WanTransformer3DModel.load(dirs.transformer!, { device });
       loaded.push(transformer);
+      if (parallel) checkHeads(parallel.config, transformer.config.num_attention_heads);
       const vae = await WanVae.load(dirs.vae!, { device });
       loaded.push(vae);
       const textEncoder = keepTextEncoder ? await UMT5Encoder.load(dirs.text_encoder!, { device }) : null;
@@ -178,7 +193,7 @@ export class WanPipeline implements Pipeline {
         maxInputImages: 0,
         loraTargets: ['transformer'],
       };
-      return new WanPipeline(info, device, tokenizer, dirs.text_encoder!, textEncoder, transformer, vae, schedulerConfig);
+      return new WanPipeline(info, device, tokenizer, dirs.text_encoder!, textEncoder, transformer, vae, schedulerConfig, parallel);
     } catch (err) {
       for (const m of loaded) m.dispose();
       throw err;
@@ -256,6 +271,31 @@ export class WanPipeline implements Pipeline {
     }
   }
 
+  /**
+   * encodePrompts on rank 0, its result broadcast to every rank (the other ranks never load the text
+   * encoder); plain encodePrompts when alone.
+   */
+  private async promptEmbeddings(prompts: string[]): Promise<Tensor> {
+    const world = this.parallel?.world;
+    if (!world) return this.encodePrompts(prompts);
+    const mine = world.rank === 0 ? await this.encodePrompts(prompts) : null;
+    try {
+      return scope(() => {
+        const meta = world.broadcastValue(mine ? { shape: mine.shape, dtype: mine.dtype } : null, 0);
+        if (!meta) throw new Error('rank 0 encoded no prompt embeddings');
+        return world.broadcast(mine ?? empty(meta.shape, { dtype: meta.dtype, device: this.device }), 0);
+      });
+    } finally {
+      mine?.dispose();
+    }
+  }
+
+  /** Stops at a step boundary when the job was cancelled; on several ranks, all stop at the same one. */
+  private checkAbort(signal: AbortSignal | undefined): void {
+    if (this.parallel) stopTogether(this.parallel.world, signal);
+    else signal?.throwIfAborted();
+  }
+
   /** Seeded noise: output j draws from the Philox stream of seed + j. */
   private noise(shape: number[], seed: number): Tensor {
     const [b, ...rest] = shape as [number, ...number[]];
@@ -291,7 +331,7 @@ export class WanPipeline implements Pipeline {
       let t0 = performance.now();
       const n = p.prompts.length;
       const texts = doCfg ? [...p.prompts, ...p.prompts.map(() => p.negativePrompt)] : p.prompts;
-      const embeds = await this.encodePrompts(texts);
+      const embeds = await this.promptEmbeddings(texts);
       try {
         promptEmbeds = keep(WanPipeline.repeatRows(embeds, 0, n, p.numOutputs));
         if (doCfg) negativeEmbeds = keep(WanPipeline.repeatRows(embeds, n, n, p.numOutputs));
@@ -300,7 +340,7 @@ export class WanPipeline implements Pipeline {
       }
       timings.encode_prompt = performance.now() - t0;
       await report({ stage: 'encode_prompt', step: 0, totalSteps, stepMs: 0 });
-      p.signal?.throwIfAborted();
+      this.checkAbort(p.signal);
 
       // 2. latents: the given ones (copied) or seeded noise
       t0 = performance.now();
@@ -319,16 +359,24 @@ export class WanPipeline implements Pipeline {
       scheduler.setBeginIndex(0);
       const cond = promptEmbeds;
       const uncond = negativeEmbeds;
+      const sequenceParallel = this.sequenceParallel;
+      // CFG-parallel: CFG rank 0 computes the conditional branch, CFG rank 1 the unconditional one
+      const cfgParallel = this.parallel && this.parallel.config.cfgDegree === 2 ? this.parallel : null;
       for (let i = 0; i < scheduler.timesteps.length; ++i) {
-        p.signal?.throwIfAborted();
+        this.checkAbort(p.signal);
         const stepStart = performance.now();
         const t = scheduler.timesteps[i] as number;
         const x: Tensor = latents;
         const next = scope(() => {
           const timestep = tensor(new Array<number>(batch).fill(t), [batch], { dtype: 'int64', device: this.device });
-          let noisePred = this.transformer.forward(x, timestep, cond);
+          const predict = (embeds: Tensor) => this.transformer.forward(x, timestep, embeds, { sequenceParallel });
+          if (uncond && cfgParallel) {
+            const mine = predict(cfgParallel.place.cfgRank === 0 ? cond : uncond);
+            return scheduler.step(combineGuidance(cfgParallel.cfg, mine, p.guidanceScale), t, x);
+          }
+          let noisePred = predict(cond);
           if (uncond) {
-            const noiseUncond = this.transformer.forward(x, timestep, uncond);
+            const noiseUncond = predict(uncond);
             noisePred = add(noiseUncond, mul(sub(noisePred, noiseUncond), p.guidanceScale));
           }
           return scheduler.step(noisePred, t, x);
@@ -346,12 +394,14 @@ export class WanPipeline implements Pipeline {
       }
       timings.denoise = performance.now() - t0;
 
-      // 4. decoding
+      // 4. decoding (on rank 0 only when on several ranks)
       if (p.decode) {
-        p.signal?.throwIfAborted();
-        t0 = performance.now();
-        video = keep(this.decodeToVideo(latents));
-        timings.decode = performance.now() - t0;
+        this.checkAbort(p.signal);
+        if (!this.parallel || this.parallel.world.rank === 0) {
+          t0 = performance.now();
+          video = keep(this.decodeToVideo(latents));
+          timings.decode = performance.now() - t0;
+        }
         await report({ stage: 'decode', step: 0, totalSteps, stepMs: 0 });
       }
       const result = { latents, video, timings };
@@ -443,4 +493,4 @@ export function toRgbFrames(video: Tensor): RgbImage[][] {
   );
 }
 
-registerPipeline('WanPipeline', (ctx) => WanPipeline.load(ctx));
+registerPipeline('WanPipeline', (ctx) => WanPipeline.load(ctx), { parallel: true });

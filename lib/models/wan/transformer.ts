@@ -9,6 +9,7 @@ import { add, affine, concat, cos, mul, sin, silu } from '../../engine/ops/basic
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { layerNorm, rmsNorm, rope } from '../../engine/ops/nn.js';
 import { keep, scope, type Tensor, tensor } from '../../engine/tensor.js';
+import type { SequenceParallel, SequenceShard } from '../../parallel/sequence.js';
 import { parseComponentConfig, type WanTransformer3DConfig } from '../../io/configs.js';
 import { openWeights, type WeightSet } from '../../io/weights.js';
 import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
@@ -80,6 +81,15 @@ export interface WanTransformerLoadOptions extends ParamOptions {
    * [tokens, ffn_dim] hidden buffer (4.2 GB for the 14B at 720p in one piece); default 8192.
    */
   ffnChunkTokens?: number;
+}
+
+export interface WanForwardOptions {
+  /**
+   * Split the video tokens over the ranks of this group: each rank keeps its shard of the tokens
+   * and of the rotary tables, self-attention runs over all of them through the group (Ulysses
+   * and/or ring), and the output tokens are gathered at the end.
+   */
+  sequenceParallel?: SequenceParallel | null;
 }
 
 export class WanTransformer3DModel {
@@ -242,7 +252,13 @@ export class WanTransformer3DModel {
     return this.ropeCache;
   }
 
-  private attention(a: WanAttention, x: Tensor, context: Tensor, rotary: { cos: Tensor; sin: Tensor } | null): Tensor {
+  private attention(
+    a: WanAttention,
+    x: Tensor,
+    context: Tensor,
+    rotary: { cos: Tensor; sin: Tensor } | null,
+    shard: SequenceShard | null = null,
+  ): Tensor {
     const [b, l] = x.shape as [number, number];
     const lk = context.size(1);
     const { num_attention_heads: h, attention_head_dim: d, eps } = this.config;
@@ -253,8 +269,11 @@ export class WanTransformer3DModel {
       q = rope(q, rotary.cos, rotary.sin, true);
       k = rope(k, rotary.cos, rotary.sin, true);
     }
-    const out = attention(q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3));
-    return linear(out.transpose(1, 2).reshape(b, l, h * d), a.toOut.weight, a.toOut.bias);
+    // self-attention over sharded tokens goes through the sequence-parallel group
+    const out = shard
+      ? shard.attention(q, k, v)
+      : attention(q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)).transpose(1, 2);
+    return linear(out.reshape(b, l, h * d), a.toOut.weight, a.toOut.bias);
   }
 
   private feedForward(block: WanBlock, x: Tensor): Tensor {
@@ -272,14 +291,21 @@ export class WanTransformer3DModel {
     return add(mul(x, affine(scale, 1, 1)), shift);
   }
 
-  private block(block: WanBlock, x: Tensor, context: Tensor, timestepProj: Tensor, rotary: { cos: Tensor; sin: Tensor }): Tensor {
+  private block(
+    block: WanBlock,
+    x: Tensor,
+    context: Tensor,
+    timestepProj: Tensor,
+    rotary: { cos: Tensor; sin: Tensor },
+    shard: SequenceShard | null,
+  ): Tensor {
     const eps = this.config.eps;
     const [shiftMsa, scaleMsa, gateMsa, cShiftMsa, cScaleMsa, cGateMsa] = add(block.scaleShiftTable, timestepProj).chunk(6, 1) as [
       Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
     ];
     // 1. self-attention
     const attnIn = this.modulate(layerNorm(x, null, null, eps), shiftMsa, scaleMsa);
-    let h = add(x, mul(this.attention(block.attn1, attnIn, attnIn, rotary), gateMsa));
+    let h = add(x, mul(this.attention(block.attn1, attnIn, attnIn, rotary, shard), gateMsa));
     // 2. cross-attention to the text
     const crossIn = block.norm2 ? layerNorm(h, block.norm2.weight, block.norm2.bias, eps) : h;
     h = add(h, this.attention(block.attn2, crossIn, context, null));
@@ -292,7 +318,7 @@ export class WanTransformer3DModel {
    * Noise (flow) prediction [B, out, F, H, W] for latents [B, in, F, H, W], timesteps [B] (the
    * scheduler's values; any numeric dtype) and text embeddings [B, S, text_dim].
    */
-  forward(hiddenStates: Tensor, timestep: Tensor, encoderHiddenStates: Tensor): Tensor {
+  forward(hiddenStates: Tensor, timestep: Tensor, encoderHiddenStates: Tensor, opts: WanForwardOptions = {}): Tensor {
     const c = this.config;
     const [pt, ph, pw] = c.patch_size;
     if (hiddenStates.ndim !== 5 || hiddenStates.size(1) !== c.in_channels)
@@ -312,6 +338,13 @@ export class WanTransformer3DModel {
         .permute(0, 2, 4, 6, 1, 3, 5, 7)
         .reshape(b, ppf * pph * ppw, ch * pt * ph * pw);
       let x = linear(patches, this.patchEmbedding.weight, this.patchEmbedding.bias);
+      // sequence parallelism: this rank's tokens and their rotary rows
+      const shard = opts.sequenceParallel ? opts.sequenceParallel.shard(x.size(1)) : null;
+      let rope = rotary;
+      if (shard) {
+        x = shard.take(x, 1);
+        rope = { cos: shard.take(rotary.cos, 0), sin: shard.take(rotary.sin, 0) };
+      }
 
       // condition embedder: timestep -> temb [B, dim] and the 6-way modulation [B, 6, dim]; text MLP
       const temb = linear(
@@ -324,11 +357,12 @@ export class WanTransformer3DModel {
         this.textEmbedder2.weight, this.textEmbedder2.bias,
       );
 
-      for (const block of this.blocks) x = scope(() => this.block(block, x, context, timestepProj, rotary));
+      for (const block of this.blocks) x = scope(() => this.block(block, x, context, timestepProj, rope, shard));
 
       // output norm, modulated by temb through the model's own shift/scale table
       const [shift, scale] = add(this.scaleShiftTable, temb.unsqueeze(1)).chunk(2, 1) as [Tensor, Tensor];
-      const out = linear(this.modulate(layerNorm(x, null, null, c.eps), shift, scale), this.projOut.weight, this.projOut.bias);
+      let out = linear(this.modulate(layerNorm(x, null, null, c.eps), shift, scale), this.projOut.weight, this.projOut.bias);
+      if (shard) out = shard.gather(out, 1);
       // unpatchify: [B, F'H'W', pt ph pw C] -> [B, C, F, H, W]
       return out
         .reshape(b, ppf, pph, ppw, pt, ph, pw, this.outChannels)
