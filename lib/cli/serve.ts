@@ -1,4 +1,5 @@
 // node-diffusion serve: the OpenAI-compatible HTTP server (SPEC section 4 flags).
+import { ParallelConfigError, resolveParallelConfig } from '../parallel/config.js';
 import { createServer } from '../server/app.js';
 import type { ServerOptions } from '../server/options.js';
 import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
@@ -12,10 +13,10 @@ export const SERVE_FLAGS: FlagTable = {
   port: { type: 'int', help: 'port to listen on', defaultText: '30000' },
   'output-path': { type: 'string', help: 'folder of the job database, images and videos', placeholder: 'dir', defaultText: './outputs' },
   device: { type: 'string', help: 'where to compute', choices: ['cpu', 'cuda', 'auto'], defaultText: 'auto' },
-  'num-gpus': { type: 'int', help: 'GPUs (worker ranks); only 1 in this build', defaultText: '1' },
-  'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (multi-GPU)', defaultText: '1' },
-  'ring-degree': { type: 'int', help: 'ring-attention degree (multi-GPU)', defaultText: '1' },
-  'enable-cfg-parallel': { type: 'boolean', help: 'run the two CFG branches on two GPUs' },
+  'num-gpus': { type: 'int', help: 'worker ranks: one process per GPU (CUDA, NCCL), or CPU processes over shared memory with --device cpu', defaultText: '1' },
+  'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (heads split over the ranks)', defaultText: 'num-gpus / cfg, unless --ring-degree is given' },
+  'ring-degree': { type: 'int', help: 'ring-attention degree (key/value blocks passed around the ranks)', defaultText: '1' },
+  'enable-cfg-parallel': { type: 'boolean', help: 'run the conditional and unconditional CFG branches on two sets of ranks' },
   'text-encoder-cpu-offload': { type: 'boolean', help: 'release the text encoder after each prompt encoding (always done on the CPU)' },
   'dit-cpu-offload': { type: 'boolean', help: 'keep the DiT weights in host memory between uses (GPU)' },
   'vae-cpu-offload': { type: 'boolean', help: 'keep the VAE weights in host memory between uses (GPU)' },
@@ -45,9 +46,6 @@ const COMPONENT_PATH = /^(?!model-|output-|lora-)([a-z0-9_-]+)-path$/;
 
 /** Flags of other subsystems that this build accepts only at their neutral value. */
 const NOT_YET: Record<string, { neutral: FlagValue; why: string }> = {
-  'ulysses-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
-  'ring-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
-  'enable-cfg-parallel': { neutral: false, why: 'multi-GPU CFG parallelism is not available in this build' },
   'dit-cpu-offload': { neutral: false, why: 'weight offloading applies to GPU memory, which this build does not manage yet' },
   'vae-cpu-offload': { neutral: false, why: 'weight offloading applies to GPU memory, which this build does not manage yet' },
   'pin-cpu-memory': { neutral: false, why: 'pinned host memory applies to GPU offloading, which this build does not manage yet' },
@@ -82,7 +80,18 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
     return x as number | undefined;
   };
   const maxQueue = positive('max-queue');
-  const numGpus = positive('num-gpus');
+  const layout = {
+    numGpus: positive('num-gpus') ?? 1,
+    ulyssesDegree: positive('ulysses-degree'),
+    ringDegree: positive('ring-degree'),
+    enableCfgParallel: v['enable-cfg-parallel'] as boolean | undefined,
+  };
+  try {
+    resolveParallelConfig(layout);
+  } catch (err) {
+    if (err instanceof ParallelConfigError) throw new UsageError(err.message);
+    throw err;
+  }
   const retention = positive('output-retention');
   const uploadMb = positive('max-upload-mb');
   const maxLoras = positive('max-loras');
@@ -95,7 +104,7 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
     device: (v.device as ServerOptions['device']) ?? 'auto',
     componentPaths: Object.fromEntries(Object.entries(componentPaths).map(([k, p]) => [k.replace(/-/g, '_'), p])),
     textEncoderCpuOffload: (v['text-encoder-cpu-offload'] as boolean | undefined) ?? false,
-    numGpus: numGpus ?? 1,
+    ...layout,
     apiKey: (v['api-key'] as string | undefined) ?? process.env.NODE_DIFFUSION_API_KEY ?? null,
     cors: origins && origins.length > 0 ? origins : ((v.cors as boolean | undefined) ?? false),
     maxQueue: maxQueue ?? 256,

@@ -2,6 +2,8 @@
 // and the job parameters they carry. The worker owns the pipeline; the server never computes.
 import type { ImageFormat } from '../encode/image.js';
 import type { StartupLora } from '../lora/controls.js';
+import type { ParallelConfig } from '../parallel/config.js';
+import type { RendezvousAddress } from '../parallel/rendezvous.js';
 import type { PipelineInfo, Stage } from '../pipelines/types.js';
 
 export type JobKind = 'video' | 'image';
@@ -69,6 +71,18 @@ export interface LoadOptions {
   lora?: StartupLora | null;
   /** LoRA adapters kept in memory (--max-loras) */
   maxLoras?: number;
+  /** this worker is one rank of a group (--num-gpus > 1; see worker-group.ts) */
+  parallel?: RankOptions;
+}
+
+/** How one rank of a worker group finds the others. */
+export interface RankOptions {
+  config: ParallelConfig;
+  rank: number;
+  /** the shared-memory file of CPU ranks */
+  shmPath: string;
+  /** where rank 0 publishes the NCCL id to CUDA ranks */
+  rendezvous: RendezvousAddress;
 }
 
 /** The worker's answer to a control operation (see Runtime.control). */

@@ -14,7 +14,9 @@ import { ControlChannel } from './controls.js';
 import { RuntimeMetrics } from './metrics.js';
 import type { FromWorker, JobError, JobFiles, JobKind, JobOutcome, JobParams, LoadOptions } from './protocol.js';
 import { type ImageRecord, type JobRecord, JobStore } from './store.js';
-import { WorkerProcess } from './worker-process.js';
+import type { ParallelConfig } from '../parallel/config.js';
+import { WorkerGroup } from './worker-group.js';
+import { type WorkerHandle, WorkerProcess } from './worker-process.js';
 
 /** The subset of a pino logger the runtime uses. */
 export interface RuntimeLogger {
@@ -36,6 +38,8 @@ export interface RuntimeOptions {
   shutdownTimeoutMs: number;
   logger: RuntimeLogger;
   workerEnv?: NodeJS.ProcessEnv;
+  /** several ranks (--num-gpus > 1): a group of worker processes in lockstep instead of one */
+  parallel?: ParallelConfig | null;
 }
 
 export class QueueFullError extends Error {
@@ -136,7 +140,7 @@ export class Runtime {
   readonly metrics: RuntimeMetrics;
   private readonly opts: RuntimeOptions;
   private readonly log: RuntimeLogger;
-  private worker: WorkerProcess | null = null;
+  private worker: WorkerHandle | null = null;
   private infoValue: PipelineInfo | null = null;
   private readonly queue: ActiveJob[] = [];
   private readonly active = new Map<string, ActiveJob>();
@@ -213,6 +217,11 @@ export class Runtime {
     return this.worker?.pid;
   }
 
+  /** The worker's processes, one per rank (--num-gpus); empty while none is up. */
+  get workerPids(): number[] {
+    return (this.worker?.pids ?? []).filter((p): p is number => p !== undefined);
+  }
+
   get queueDepth(): number {
     return this.queue.length;
   }
@@ -274,9 +283,10 @@ export class Runtime {
   }
 
   private async startWorker(): Promise<void> {
-    const w = new WorkerProcess();
+    const parallel = this.opts.parallel;
+    const w: WorkerHandle = parallel && parallel.worldSize > 1 ? new WorkerGroup(parallel) : new WorkerProcess();
     w.on('message', (m) => this.onWorkerMessage(m));
-    w.on('exit', (code, signal) => this.onWorkerExit(w, code, signal));
+    w.on('exit', (code, signal, reason) => this.onWorkerExit(w, code, signal, reason));
     const { info, loadSeconds } = await w.start(this.opts.load, this.opts.workerEnv);
     if (this.closing) {
       await w.stop(1000);
@@ -566,11 +576,11 @@ export class Runtime {
     await this.removeFiles(job);
   }
 
-  private onWorkerExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  private onWorkerExit(w: WorkerHandle, code: number | null, signal: NodeJS.Signals | null, reason?: string): void {
     if (this.worker !== w) return;
     this.worker = null;
     this.metrics.workerUp.set(0);
-    const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+    const how = reason ?? (signal ? `killed by ${signal}` : `exit code ${code}`);
     this.controls.workerDied(how);
     const job = this.running;
     if (job) {

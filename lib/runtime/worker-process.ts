@@ -42,16 +42,34 @@ export function inheritableExecArgv(argv: readonly string[]): string[] {
 
 export interface WorkerEvents {
   message: [FromWorker];
-  exit: [code: number | null, signal: NodeJS.Signals | null];
+  /** reason: what happened, when more is known than the code and signal (a rank of a group) */
+  exit: [code: number | null, signal: NodeJS.Signals | null, reason?: string];
 }
 
-export class WorkerProcess extends EventEmitter<WorkerEvents> {
+/** What the runtime drives: one worker process, or a group of rank processes acting as one (worker-group.ts). */
+export interface WorkerHandle extends EventEmitter<WorkerEvents> {
+  /** the process that reports (rank 0 of a group) */
+  readonly pid: number | undefined;
+  /** every process (one per rank) */
+  readonly pids: Array<number | undefined>;
+  readonly alive: boolean;
+  info: PipelineInfo | null;
+  start(options: LoadOptions, env?: NodeJS.ProcessEnv): Promise<{ info: PipelineInfo; loadSeconds: number }>;
+  send(msg: ToWorker): boolean;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export class WorkerProcess extends EventEmitter<WorkerEvents> implements WorkerHandle {
   private child: ChildProcess | null = null;
   private exited = false;
   info: PipelineInfo | null = null;
 
   get pid(): number | undefined {
     return this.child?.pid;
+  }
+
+  get pids(): Array<number | undefined> {
+    return [this.pid];
   }
 
   get alive(): boolean {

@@ -3,12 +3,16 @@
 // Started by WorkerProcess (worker-process.ts) with child_process.fork; talks over IPC only.
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 
+import { cudaInfo } from '../engine/device.js';
 import { memoryStats } from '../engine/tensor.js';
 import { decodeImage, encodeImage, type ImageFormat } from '../encode/image.js';
 import { encodeMp4, encodeThumbnail } from '../encode/video.js';
 import { WeightControls } from '../lora/controls.js';
 import { LoraError } from '../lora/request.js';
-import { loadPipeline } from '../pipelines/load.js';
+import { ParallelGroups } from '../parallel/groups.js';
+import { openNcclCommunicator } from '../parallel/nccl.js';
+import { openShmCommunicator } from '../parallel/shm.js';
+import { type DeviceChoice, loadPipeline, resolveDevice } from '../pipelines/load.js';
 import { type GenerateRequest, type Pipeline, type Progress, RequestError, type RgbImage } from '../pipelines/types.js';
 import {
   type FromWorker,
@@ -19,12 +23,17 @@ import {
   type LoadOptions,
   type MemorySample,
   previewSteps,
+  type RankOptions,
   type ToWorker,
 } from './protocol.js';
 
 let pipeline: Pipeline | null = null;
 let controls: WeightControls | null = null;
 const controllers = new Map<string, AbortController>();
+/** This worker's rank when it is one of a group: only rank 0 reports progress and writes outputs. */
+let rank = 0;
+/** The group's communicators (null when the worker is alone). */
+let groups: ParallelGroups | null = null;
 
 function send(msg: FromWorker): void {
   if (process.connected) process.send?.(msg);
@@ -36,11 +45,33 @@ function memorySample(): MemorySample {
   return { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, hostTensorBytes: stats.hostBytes, deviceTensorBytes: stats.deviceBytes };
 }
 
+/**
+ * Joins the other ranks: CPU ranks through shared memory, CUDA ranks through NCCL (rank r on device r).
+ * Returns the device this rank computes on.
+ */
+async function joinRanks(p: RankOptions, requested: LoadOptions['device']): Promise<DeviceChoice> {
+  const worldSize = p.config.worldSize;
+  if (resolveDevice(requested) === 'cpu') {
+    groups = ParallelGroups.create(openShmCommunicator({ path: p.shmPath, rank: p.rank, worldSize }), p.config);
+    return 'cpu';
+  }
+  const devices = cudaInfo().devices.length;
+  if (devices < worldSize) throw new Error(`--num-gpus ${worldSize} needs ${worldSize} CUDA devices, this machine has ${devices}`);
+  groups = ParallelGroups.create(await openNcclCommunicator({ rank: p.rank, worldSize, device: p.rank, rendezvous: p.rendezvous }), p.config);
+  return `cuda:${p.rank}`;
+}
+
 async function load(options: LoadOptions): Promise<void> {
   const t0 = performance.now();
   try {
+    let device: DeviceChoice = options.device;
+    if (options.parallel) {
+      rank = options.parallel.rank;
+      device = await joinRanks(options.parallel, options.device);
+    }
     pipeline = await loadPipeline(options.modelPath, {
-      device: options.device,
+      parallel: groups,
+      device,
       componentPaths: options.componentPaths,
       textEncoderCpuOffload: options.textEncoderCpuOffload,
     });
@@ -66,7 +97,8 @@ async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
 }
 
 function jobError(err: unknown, signal: AbortSignal): JobError {
-  if (signal.aborted) return { code: 'cancelled', message: 'the job was cancelled' };
+  // ranks other than 0 stop with an AbortError when rank 0 was cancelled
+  if (signal.aborted || (err instanceof Error && err.name === 'AbortError')) return { code: 'cancelled', message: 'the job was cancelled' };
   if (err instanceof RequestError) return { code: 'invalid_request', message: err.message, param: err.param };
   const message = err instanceof Error ? err.message : String(err);
   return { code: 'generation_failed', message: `generation failed: ${message}` };
@@ -85,7 +117,13 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
     const format = params.output.format;
     const previewAt = kind === 'image' && format !== 'mp4' ? previewSteps(g.numInferenceSteps, params.output.partialImages) : new Set<number>();
     let previewIndex = 0;
+    const lead = rank === 0;
     const onProgress = async (pr: Progress): Promise<void> => {
+      if (!lead) {
+        // a rank of a group stops when rank 0 does: the pipeline takes rank 0's decision at each step
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        return;
+      }
       send({ type: 'progress', jobId, stage: pr.stage, step: pr.step, totalSteps: pr.totalSteps, stepMs: pr.stepMs, memory: memorySample() });
       if (pr.stage === 'denoise' && previewAt.has(pr.step) && pr.preview && format !== 'mp4') {
         const frames = pr.preview();
@@ -94,7 +132,7 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
       }
       // Let IPC messages (cancel) in between steps; a cancelled job stops here, at the step boundary.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      controller.signal.throwIfAborted();
+      if (!groups) controller.signal.throwIfAborted();
     };
     const request: GenerateRequest = p.validate({
       prompt: g.prompt,
@@ -109,7 +147,7 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
       seed: g.seed,
       images: inputs.length > 0 ? inputs : undefined,
     });
-    send({
+    if (lead) send({
       type: 'started',
       jobId,
       numFrames: request.numFrames ?? g.numFrames,
@@ -122,13 +160,14 @@ async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, fi
     const inferenceTimeS = (performance.now() - t0) / 1000;
     const te = performance.now();
     const images: Array<{ id: string; width: number; height: number; bytes: number }> = [];
-    if (kind === 'video') {
+    // of a group, rank 0 writes the outputs
+    if (lead && kind === 'video') {
       const frames = result.outputs[0];
       if (!frames || frames.length === 0 || !files.video || !files.thumbnail) throw new Error('the pipeline returned no frames');
       written.push(files.video, files.thumbnail);
       await encodeMp4(frames, { fps: result.fps, quality: params.output.quality }, files.video);
       await writeAtomic(files.thumbnail, await encodeThumbnail(frames[0] as RgbImage));
-    } else if (kind === 'image') {
+    } else if (lead && kind === 'image') {
       const targets = files.images ?? [];
       if (result.outputs.length !== targets.length) {
         throw new Error(`the pipeline returned ${result.outputs.length} outputs for ${targets.length} requested`);

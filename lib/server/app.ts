@@ -41,6 +41,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     shutdownTimeoutMs: opts.shutdownTimeoutMs,
     logger: logger.child({ component: 'runtime' }),
     workerEnv: opts.workerEnv,
+    parallel: opts.parallel,
   });
 
   const app = Fastify({

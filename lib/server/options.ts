@@ -1,6 +1,8 @@
 // Options of createServer (the `serve` command's flags map onto these), with their defaults.
 import type { Writable } from 'node:stream';
 
+import { type ParallelConfig, resolveParallelConfig } from '../parallel/config.js';
+
 export interface ServerOptions {
   /** local diffusers folder, Hugging Face repo id, or demo:<family> */
   modelPath: string;
@@ -11,8 +13,14 @@ export interface ServerOptions {
   componentPaths?: Record<string, string>;
   /** release the text encoder after each prompt encoding (always done on the CPU) */
   textEncoderCpuOffload?: boolean;
-  /** number of GPUs (worker ranks); reported by /models */
+  /** worker ranks: GPUs, or CPU processes with device 'cpu' (default 1); reported by /models */
   numGpus?: number;
+  /** Ulysses sequence-parallel degree (default: every rank CFG-parallel leaves, when no ring degree is given) */
+  ulyssesDegree?: number;
+  /** ring-attention degree (default 1) */
+  ringDegree?: number;
+  /** the conditional and unconditional branches on two ranks each */
+  enableCfgParallel?: boolean;
   /** require `Authorization: Bearer <apiKey>` on every route but /health (default: $NODE_DIFFUSION_API_KEY) */
   apiKey?: string | null;
   /** CORS: false (default), true (any origin) or a list of allowed origins */
@@ -49,7 +57,11 @@ export interface ServerOptions {
   workerEnv?: NodeJS.ProcessEnv;
 }
 
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds' | 'loraPath'>> & {
+export type ResolvedServerOptions = Required<
+  Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds' | 'loraPath' | 'ulyssesDegree' | 'ringDegree' | 'enableCfgParallel'>
+> & {
+  /** the layout of the ranks (upstream's defaults applied, checked) */
+  parallel: ParallelConfig;
   apiKey: string | null;
   loraPath: string | null;
   outputRetentionSeconds: number | null;
@@ -80,6 +92,12 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
     componentPaths: o.componentPaths ?? {},
     textEncoderCpuOffload: o.textEncoderCpuOffload ?? false,
     numGpus: o.numGpus ?? 1,
+    parallel: resolveParallelConfig({
+      numGpus: o.numGpus ?? 1,
+      ulyssesDegree: o.ulyssesDegree,
+      ringDegree: o.ringDegree,
+      enableCfgParallel: o.enableCfgParallel,
+    }),
     apiKey: apiKey === '' ? null : apiKey,
     cors: o.cors ?? false,
     maxQueue: o.maxQueue ?? DEFAULTS.maxQueue,
@@ -108,9 +126,6 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
   positiveInt('maxLoras', r.maxLoras);
   if (!Number.isFinite(r.loraScale)) throw new Error(`loraScale must be a finite number, got ${r.loraScale}`);
   if (r.loraNickname.trim() === '') throw new Error('loraNickname must not be empty');
-  if (r.numGpus > 1) {
-    throw new Error(`--num-gpus ${r.numGpus}: multi-GPU workers are not available in this build; serve with one GPU (--num-gpus 1)`);
-  }
   if (!(r.shutdownTimeoutMs >= 0)) throw new Error(`shutdownTimeoutMs must be >= 0, got ${r.shutdownTimeoutMs}`);
   if (r.outputRetentionSeconds !== null && !(r.outputRetentionSeconds > 0)) {
     throw new Error(`outputRetentionSeconds must be > 0, got ${r.outputRetentionSeconds}`);
