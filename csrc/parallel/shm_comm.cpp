@@ -56,6 +56,7 @@ struct Header {
   std::atomic<uint32_t> attached;
   std::atomic<uint32_t> next_group;  // ids handed out after the world group (0)
   std::atomic<int32_t> pids[ShmComm::kMaxRanks];
+  std::atomic<uint32_t> closed[ShmComm::kMaxRanks];  // the rank closed its communicator
 };
 
 struct PairWords {
@@ -198,6 +199,14 @@ const char* op_name(uint32_t kind) {
   return "nothing";
 }
 
+// "allReduce of 64 bytes of float32", "broadcast of 12 bytes from member 1", ...
+std::string op_text(uint32_t kind, uint64_t bytes, int32_t extra) {
+  std::string s = std::string(op_name(kind)) + " of " + std::to_string(bytes) + " bytes";
+  if (kind == kAllReduce) s += std::string(" of ") + dtype_name(static_cast<DType>(extra));
+  if (kind == kBroadcast) s += " from member " + std::to_string(extra);
+  return s;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -294,7 +303,7 @@ ShmComm::ShmComm(const std::string& path, int rank, int world_size, size_t slot_
 
 ShmComm::~ShmComm() {
   if (!base_) return;
-  layout_->header->pids[rank_].store(0, std::memory_order_seq_cst);
+  layout_->header->closed[rank_].store(1, std::memory_order_seq_cst);
   unmap();
 }
 
@@ -364,11 +373,11 @@ void ShmComm::wait_word(void* word_p, void* sleepers_p, uint32_t until_not, cons
     for (int i = 0; i < npeers; ++i) {
       const int r = peers[i];
       if (r == rank_) continue;
-      int32_t pid = h.pids[r].load(std::memory_order_acquire);
-      if (pid == 0)
-        throw std::runtime_error(what + ": rank " + std::to_string(r) + " closed its communicator");
+      const int32_t pid = h.pids[r].load(std::memory_order_acquire);
       if (process_gone(pid))
         throw std::runtime_error(what + ": rank " + std::to_string(r) + " (process " + std::to_string(pid) + ") has exited");
+      if (h.closed[r].load(std::memory_order_acquire))
+        throw std::runtime_error(what + ": rank " + std::to_string(r) + " closed its communicator");
     }
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited > timeout_s_)
@@ -398,19 +407,24 @@ static void describe(OpDesc& d, uint32_t kind, uint64_t bytes, int32_t extra) {
 }
 
 // ...and checks after it that every member does the same.
+// ...and checks after it that every member does the same. On a mismatch every member finds it
+// (some other member differs from each); they pass a second barrier before throwing so that no
+// descriptor changes while the others still read it.
 void ShmComm::check_op(int group_id, const Group& g, uint32_t kind, uint64_t bytes, int32_t extra, const char* name) {
-  for (size_t i = 0; i < g.members.size(); ++i) {
+  std::string mismatch;
+  for (size_t i = 0; i < g.members.size() && mismatch.empty(); ++i) {
     const OpDesc& d = layout_->ops[g.members[i]];
     const uint32_t k = d.kind.load(std::memory_order_relaxed);
     const uint64_t b = d.bytes.load(std::memory_order_relaxed);
     const int32_t x = d.extra.load(std::memory_order_relaxed);
     if (k != kind || b != bytes || x != extra)
-      throw std::runtime_error(std::string(name) + " on group " + std::to_string(group_id) + ": rank " +
-                               std::to_string(g.members[i]) + " called " + op_name(k) + " with " + std::to_string(b) +
-                               " bytes (" + std::to_string(x) + "), this rank (" + std::to_string(rank_) + ") " +
-                               op_name(kind) + " with " + std::to_string(bytes) + " bytes (" + std::to_string(extra) +
-                               ")");
+      mismatch = std::string(name) + " on group " + std::to_string(group_id) + ": rank " + std::to_string(g.members[i]) +
+                 " called " + op_text(k, b, x) + ", this rank (" + std::to_string(rank_) + ") " +
+                 op_text(kind, bytes, extra);
   }
+  if (mismatch.empty()) return;
+  arrive(group_id, g, name);
+  throw std::runtime_error(mismatch);
 }
 
 void ShmComm::barrier(int group_id) {
