@@ -374,12 +374,12 @@ export class Flux2KleinPipeline implements Pipeline {
       const n = p.prompts.length;
       const embeds = keep(await this.encodePrompts(doCfg ? [...p.prompts, p.negativePrompt] : p.prompts));
       owned.push(embeds);
-      const rows = Array.from({ length: batch }, (_, i) => Math.floor(i / p.numOutputs));
+      const promptOf = Array.from({ length: batch }, (_, i) => Math.floor(i / p.numOutputs));
       const context = keep(
         scope(() => {
           const pick = (i: number) => embeds.select(0, i);
-          const items = rows.map(pick);
-          if (doCfg) items.push(...rows.map(() => pick(n)));
+          const items = promptOf.map(pick);
+          if (doCfg) items.push(...promptOf.map(() => pick(n)));
           return stack(items, 0);
         }),
       );
@@ -427,10 +427,10 @@ export class Flux2KleinPipeline implements Pipeline {
         const t = stepped[i] as number;
         const x: Tensor = latents;
         const next = scope(() => {
-          const rows2 = doCfg ? 2 * batch : batch;
+          const items = doCfg ? 2 * batch : batch;
           let input = doCfg ? concat([x, x], 0) : x;
-          if (reference) input = concat([input, reference.latents.expand(rows2, reference.latents.size(1), reference.latents.size(2))], 1);
-          const timestep = tensor(new Array<number>(rows2).fill(Math.fround(t / 1000)), [rows2], { device: this.device });
+          if (reference) input = concat([input, reference.latents.expand(items, reference.latents.size(1), reference.latents.size(2))], 1);
+          const timestep = tensor(new Array<number>(items).fill(Math.fround(t / 1000)), [items], { device: this.device });
           const out = this.transformer.forward(input, context, timestep, imgIds, txtIds, null, rotary).slice(1, 0, tokens);
           let noise = out;
           if (doCfg) {
