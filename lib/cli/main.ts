@@ -8,7 +8,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   check: async () => (await import('./check.js')).command,
   generate: async () => (await import('./generate.js')).command,
   serve: async () => (await import('./serve.js')).command,
-  // subcommands are added here as they land: serve, generate, download, check, bench
+  bench: async () => (await import('./bench.js')).command,
   download: async () => (await import('./download.js')).command,
 };
 
