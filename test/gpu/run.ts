@@ -9,6 +9,7 @@ import { randomInt } from 'node:crypto';
 
 import * as E from '../../lib/engine/index.js';
 import type { DType, Tensor } from '../../lib/engine/index.js';
+import { runNcclChecks } from './nccl.js';
 
 type Dev = 'cpu' | 'cuda';
 
@@ -331,4 +332,6 @@ for (const row of table) console.log(row.map((cell, i) => (i === row.length - 1 
 const failed = rows.filter((r) => !r.ok).length;
 const stats = E.memoryStats();
 console.log(`\n${rows.length - failed}/${rows.length} passed; device peak ${(stats.devicePeakBytes / 2 ** 20).toFixed(1)} MiB, ${(stats.deviceBytes / 2 ** 20).toFixed(1)} MiB still held`);
-process.exit(failed > 0 ? 1 : 0);
+// communicators: NCCL with one rank per device (lib/parallel)
+const ncclFailed = !filter || filter.test('nccl') ? await runNcclChecks(target) : 0;
+process.exit(failed + ncclFailed > 0 ? 1 : 0);

@@ -20,11 +20,12 @@ function groupsFor(world: Communicator, o: ParallelOptions): ParallelGroups {
   return ParallelGroups.create(world, resolveParallelConfig({ numGpus: world.size, ...o }));
 }
 
-const values = (t: Tensor) => t.contiguous().toFloat32();
+const values = (t: Tensor) => t.contiguous().toDevice('cpu').toFloat32();
 
 export interface AttentionArgs {
   ulysses: number;
   ring: number;
+  dtype?: 'float32' | 'bfloat16';
   /** tokens, batch, heads, head dim */
   L: number;
   B: number;
@@ -38,7 +39,8 @@ export function attention(world: Communicator, a: AttentionArgs) {
   const sp = groupsFor(world, { ulyssesDegree: a.ulysses, ringDegree: a.ring }).sequenceParallel;
   if (!sp) throw new Error('no sequence parallelism');
   return scope(() => {
-    const [q, k, v] = [0, 1, 2].map((i) => randn([a.B, a.L, a.H, a.D], { seed: a.seed + i })) as [Tensor, Tensor, Tensor];
+    const opts = { dtype: a.dtype ?? 'float32', device: world.device } as const;
+    const [q, k, v] = [0, 1, 2].map((i) => randn([a.B, a.L, a.H, a.D], { seed: a.seed + i, ...opts })) as [Tensor, Tensor, Tensor];
     const shard = sp.shard(a.L);
     const local = shard.attention(shard.take(q, 1), shard.take(k, 1), shard.take(v, 1));
     const gathered = shard.gather(local, 1);
@@ -87,15 +89,15 @@ export interface TransformerArgs extends ParallelOptions {
 export async function transformer(world: Communicator, a: TransformerArgs) {
   const { latentShape, ...layoutOpts } = a;
   const g = groupsFor(world, layoutOpts);
-  const model = await WanTransformer3DModel.load(join(GOLDEN, 'model', 'transformer'));
+  const model = await WanTransformer3DModel.load(join(GOLDEN, 'model', 'transformer'), { device: world.device });
   const io = SafetensorsFile.open(join(GOLDEN, 'io.safetensors'));
   try {
     return scope(() => {
       const golden = latentShape === undefined;
-      const x = golden ? io.tensor('transformer/hidden_states') : randn(latentShape, { seed: 3 });
+      const x = (golden ? io.tensor('transformer/hidden_states') : randn(latentShape, { seed: 3 })).toDevice(world.device);
       const batch = x.size(0);
-      const t = io.tensor('transformer/timestep').slice(0, 0, batch);
-      const text = io.tensor('transformer/encoder_hidden_states').slice(0, 0, batch);
+      const t = io.tensor('transformer/timestep').slice(0, 0, batch).toDevice(world.device);
+      const text = io.tensor('transformer/encoder_hidden_states').slice(0, 0, batch).toDevice(world.device);
       const single = model.forward(x, t, text);
       const split = model.forward(x, t, text, { sequenceParallel: g.sequenceParallel });
       const tokens = (x.size(2) * x.size(3) * x.size(4)) / 4;

@@ -1,4 +1,5 @@
-// Scenarios of collectives.test.ts, run inside each rank process (ranks.ts).
+// Scenarios of collectives.test.ts (CPU ranks, ranks.ts) and of the NCCL checks of test:gpu, run
+// inside each rank process; tensors live on the communicator's device.
 import type { DType } from '../../lib/engine/dtype.js';
 import { type Tensor, tensor } from '../../lib/engine/tensor.js';
 import type { Communicator } from '../../lib/parallel/communicator.js';
@@ -17,6 +18,7 @@ export function value(dtype: DType, rank: number, i: number, forSum = false): nu
   }
 }
 
+/** Rank `rank`'s test tensor, on the CPU. */
 export function make(dtype: DType, rank: number, shape: number[], forSum = false): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const vals = Array.from({ length: n }, (_, i) => value(dtype, rank, i, forSum));
@@ -24,24 +26,29 @@ export function make(dtype: DType, rank: number, shape: number[], forSum = false
   return tensor(vals, shape, { dtype });
 }
 
+/** The same on the communicator's device. */
+function mine(world: Communicator, dtype: DType, rank: number, shape: number[], forSum = false): Tensor {
+  return make(dtype, rank, shape, forSum).toDevice(world.device);
+}
+
 function out(t: Tensor): { shape: number[]; values: number[] } {
-  return { shape: t.shape, values: t.toArray() };
+  return { shape: t.shape, values: t.toDevice('cpu').toArray() };
 }
 
 export function allGather(world: Communicator, a: { dtype: DType; shape: number[]; dim: number }) {
-  return out(world.allGather(make(a.dtype, world.rank, a.shape), a.dim));
+  return out(world.allGather(mine(world, a.dtype, world.rank, a.shape), a.dim));
 }
 
 export function allToAll(world: Communicator, a: { dtype: DType; shape: number[]; scatter: number; gather: number }) {
-  return out(world.allToAll(make(a.dtype, world.rank, a.shape), a.scatter, a.gather));
+  return out(world.allToAll(mine(world, a.dtype, world.rank, a.shape), a.scatter, a.gather));
 }
 
 export function allReduce(world: Communicator, a: { dtype: DType; shape: number[] }) {
-  return out(world.allReduce(make(a.dtype, world.rank, a.shape, true)));
+  return out(world.allReduce(mine(world, a.dtype, world.rank, a.shape, true)));
 }
 
 export function broadcast(world: Communicator, a: { dtype: DType; shape: number[]; root: number }) {
-  return out(world.broadcast(make(a.dtype, world.rank, a.shape), a.root));
+  return out(world.broadcast(mine(world, a.dtype, world.rank, a.shape), a.root));
 }
 
 export function broadcastValue(world: Communicator, a: { root: number }) {
@@ -51,25 +58,25 @@ export function broadcastValue(world: Communicator, a: { root: number }) {
 /** Each rank sends to the next and receives from the previous (a ring step). */
 export function ringShift(world: Communicator, a: { dtype: DType; shape: number[] }) {
   const n = world.size;
-  return out(world.sendRecv(make(a.dtype, world.rank, a.shape), (world.rank + 1) % n, (world.rank - 1 + n) % n));
+  return out(world.sendRecv(mine(world, a.dtype, world.rank, a.shape), (world.rank + 1) % n, (world.rank - 1 + n) % n));
 }
 
 /** Rank 0 sends to every other rank in turn, then receives their answers. */
 export function pointToPoint(world: Communicator, a: { shape: number[] }) {
   if (world.rank === 0) {
-    for (let p = 1; p < world.size; ++p) world.send(make('float32', 100 + p, a.shape), p);
+    for (let p = 1; p < world.size; ++p) world.send(mine(world, 'float32', 100 + p, a.shape), p);
     return Array.from({ length: world.size - 1 }, (_, i) => out(world.recv(a.shape, 'float32', i + 1)));
   }
   const got = world.recv(a.shape, 'float32', 0);
-  world.send(make('float32', 200 + world.rank, a.shape), 0);
+  world.send(mine(world, 'float32', 200 + world.rank, a.shape), 0);
   return [out(got)];
 }
 
 /** Sub-communicators: even and odd ranks (ordered by descending rank), then an all-gather in each. */
 export function split(world: Communicator) {
   const sub = world.split(world.rank % 2, -world.rank);
-  const gathered = sub.allGather(tensor([world.rank], [1], { dtype: 'int32' }));
-  const result = { rank: sub.rank, size: sub.size, worldRanks: [...sub.worldRanks], gathered: gathered.toArray() };
+  const gathered = sub.allGather(tensor([world.rank], [1], { dtype: 'int32' }).toDevice(world.device));
+  const result = { rank: sub.rank, size: sub.size, worldRanks: [...sub.worldRanks], gathered: gathered.toDevice('cpu').toArray() };
   sub.barrier();
   return result;
 }

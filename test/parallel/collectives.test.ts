@@ -3,51 +3,9 @@
 // sub-communicators, mismatched calls and peers that die.
 import t from 'tap';
 
-import type { DType } from '../../lib/engine/dtype.js';
-import { DTYPES, value } from './collectives.scenarios.js';
+import { DTYPES } from './collectives.scenarios.js';
+import { blockOf, concatAlong, expectedOut, type Out, sumOf, valuesOf } from './expected.js';
 import { startRanks } from './ranks.js';
-
-type Out = { shape: number[]; values: number[] };
-
-const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const valuesOf = (dtype: DType, rank: number, shape: number[], forSum = false) =>
-  Array.from({ length: numel(shape) }, (_, i) => value(dtype, rank, i, forSum));
-
-/** Blocks of equal shape concatenated along dim (row-major arrays). */
-function concatAlong(blocks: number[][], shape: number[], dim: number): { shape: number[]; values: number[] } {
-  const outer = numel(shape.slice(0, dim));
-  const mid = shape[dim] as number;
-  const inner = numel(shape.slice(dim + 1));
-  const values: number[] = [];
-  for (let o = 0; o < outer; ++o)
-    for (const b of blocks) for (let m = 0; m < mid; ++m) for (let i = 0; i < inner; ++i) values.push(b[(o * mid + m) * inner + i] as number);
-  const out = shape.slice();
-  out[dim] = mid * blocks.length;
-  return { shape: out, values };
-}
-
-/** Block j of n along dim. */
-function blockOf(values: number[], shape: number[], dim: number, n: number, j: number): { shape: number[]; values: number[] } {
-  const outer = numel(shape.slice(0, dim));
-  const len = (shape[dim] as number) / n;
-  const inner = numel(shape.slice(dim + 1));
-  const out: number[] = [];
-  for (let o = 0; o < outer; ++o)
-    for (let m = j * len; m < (j + 1) * len; ++m) for (let i = 0; i < inner; ++i) out.push(values[(o * (shape[dim] as number) + m) * inner + i] as number);
-  const s = shape.slice();
-  s[dim] = len;
-  return { shape: s, values: out };
-}
-
-function sumOf(dtype: DType, ranks: number, shape: number[]): number[] {
-  return valuesOf(dtype, 0, shape).map((_, i) => {
-    let acc = 0;
-    for (let r = 0; r < ranks; ++r) acc += value(dtype, r, i, true);
-    if (dtype === 'uint8') return acc % 256;
-    if (dtype === 'int32') return acc | 0;
-    return acc;
-  });
-}
 
 // 64 KiB exchange slots, so the larger cases below go through in several pieces
 const SMALL_SLOTS = { ND_SHM_SLOT_MB: '0.0625' };
@@ -62,8 +20,7 @@ for (const size of [2, 4]) {
       for (const dtype of DTYPES)
         for (const dim of [0, 1, 2]) {
           const got = await pool.run<Out>('allGather', { dtype, shape, dim });
-          const want = concatAlong(Array.from({ length: size }, (_, r) => valuesOf(dtype, r, shape)), shape, dim);
-          for (const g of got) t.same(g, want, `${dtype} dim ${dim}`);
+          got.forEach((g, r) => t.same(g, expectedOut('allGather', { dtype, shape, dim }, size, r), `${dtype} dim ${dim}`));
         }
     });
 
@@ -71,11 +28,9 @@ for (const size of [2, 4]) {
       const shape = [2, 3 * size, 5];
       for (const dtype of DTYPES)
         for (const [scatter, gather] of [[1, 0], [1, 2], [1, 1]] as const) {
-          const got = await pool.run<Out>('allToAll', { dtype, shape, scatter, gather });
-          got.forEach((g, r) => {
-            const blocks = Array.from({ length: size }, (_, s) => blockOf(valuesOf(dtype, s, shape), shape, scatter, size, r));
-            t.same(g, concatAlong(blocks.map((b) => b.values), blocks[0]!.shape, gather), `${dtype} ${scatter}->${gather} on rank ${r}`);
-          });
+          const args = { dtype, shape, scatter, gather };
+          const got = await pool.run<Out>('allToAll', args);
+          got.forEach((g, r) => t.same(g, expectedOut('allToAll', args, size, r), `${dtype} ${scatter}->${gather} on rank ${r}`));
         }
     });
 
@@ -83,8 +38,7 @@ for (const size of [2, 4]) {
       for (const dtype of DTYPES)
         for (const shape of [[1], [13], [3, 7, 11]]) {
           const got = await pool.run<Out>('allReduce', { dtype, shape });
-          const want = { shape, values: sumOf(dtype, size, shape) };
-          for (const g of got) t.same(g, want, `${dtype} [${shape}]`);
+          got.forEach((g, r) => t.same(g, expectedOut('allReduce', { dtype, shape }, size, r), `${dtype} [${shape}]`));
         }
     });
 
@@ -101,7 +55,7 @@ for (const size of [2, 4]) {
     t.test('point to point: ring shifts and send/recv', async (t) => {
       for (const dtype of DTYPES) {
         const got = await pool.run<Out>('ringShift', { dtype, shape: [4, 9] });
-        got.forEach((g, r) => t.same(g, { shape: [4, 9], values: valuesOf(dtype, (r - 1 + size) % size, [4, 9]) }, `${dtype} to rank ${r}`));
+        got.forEach((g, r) => t.same(g, expectedOut('ringShift', { dtype, shape: [4, 9] }, size, r), `${dtype} to rank ${r}`));
       }
       const got = await pool.run<Out[]>('pointToPoint', { shape: [3, 3] });
       t.same(got[0], Array.from({ length: size - 1 }, (_, i) => ({ shape: [3, 3], values: valuesOf('float32', 201 + i, [3, 3]) })));

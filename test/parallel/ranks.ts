@@ -1,9 +1,12 @@
-// Test harness: a pool of real rank processes joined by the shared-memory communicator. Each rank
-// imports a scenario module once and runs the named exports it is sent, each with the world
-// communicator and JSON/structured-clone arguments, and returns what they return.
+// Test harness: a pool of real rank processes joined by a communicator (shared memory between CPU
+// ranks, or NCCL with rank r on CUDA device r). Each rank imports scenario modules once and runs the
+// named exports it is sent, each with the world communicator and structured-clone arguments, and
+// returns what they return.
 import { type ChildProcess, fork } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { createServer } from 'node:net';
 
 import { newShmPath } from '../../lib/parallel/shm.js';
 
@@ -22,12 +25,27 @@ export interface RankPool {
   close(): Promise<void>;
 }
 
-/**
- * Starts `size` rank processes running `scenarios` (a module path relative to test/parallel), each
- * with `threads` engine threads (default: the machine's cores shared between the ranks).
- */
-export async function startRanks(size: number, scenarios: string, opts: { threads?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RankPool> {
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface RankPoolOptions {
+  /** engine threads per rank (default 1) */
+  threads?: number;
+  env?: NodeJS.ProcessEnv;
+  /** 'shm' (CPU ranks, default) or 'nccl' (rank r on cuda:r) */
+  transport?: 'shm' | 'nccl';
+}
+
+/** Starts `size` rank processes running `scenarios` (module paths relative to test/parallel). */
+export async function startRanks(size: number, scenarios: string | string[], opts: RankPoolOptions = {}): Promise<RankPool> {
   const path = newShmPath();
+  const port = opts.transport === 'nccl' ? await freePort() : 0;
+  const modules = (Array.isArray(scenarios) ? scenarios : [scenarios]).map((m) => join(here, m));
   const threads = opts.threads ?? 1;
   const children: ChildProcess[] = [];
   const exits: Array<Promise<void>> = [];
@@ -35,9 +53,18 @@ export async function startRanks(size: number, scenarios: string, opts: { thread
   const waiting = new Map<number, Array<(r: Reply | { type: 'exit'; how: string }) => void>>();
   const ready: Array<Promise<void>> = [];
   for (let rank = 0; rank < size; ++rank) {
-    const child = fork(join(here, 'rank-entry.ts'), [join(here, scenarios)], {
+    const child = fork(join(here, 'rank-entry.ts'), modules, {
       execArgv: ['--import=tsx'],
-      env: { ...process.env, ...opts.env, ND_TEST_RANK: String(rank), ND_TEST_WORLD: String(size), ND_TEST_SHM: path, ND_NUM_THREADS: String(threads) },
+      env: {
+        ...process.env,
+        ...opts.env,
+        ND_TEST_RANK: String(rank),
+        ND_TEST_WORLD: String(size),
+        ND_TEST_TRANSPORT: opts.transport ?? 'shm',
+        ND_TEST_SHM: path,
+        ND_TEST_PORT: String(port),
+        ND_NUM_THREADS: String(threads),
+      },
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
