@@ -12,6 +12,7 @@ import { LoraManager, pipelineLoraTargets } from '../lora/manager.js';
 import { LoraError } from '../lora/request.js';
 import { loadPipeline } from '../pipelines/load.js';
 import { type GenerateRequest, type GenerateResult, RequestError, type RgbImage } from '../pipelines/types.js';
+import { ParallelConfigError, type ParallelConfig, resolveParallelConfig } from '../parallel/config.js';
 import { type FlagTable, type FlagValue, formatHelp, parseFlags, readConfigFile, UsageError } from './flags.js';
 import { loraFlags } from './lora-flags.js';
 import type { Command } from './main.js';
@@ -38,10 +39,10 @@ export const GENERATE_FLAGS: FlagTable = {
   'output-compression': { type: 'int', help: 'quality 0..100, wins over --output-quality' },
   device: { type: 'string', help: 'where to compute', choices: ['cpu', 'cuda', 'auto'], defaultText: 'auto' },
   'text-encoder-cpu-offload': { type: 'boolean', help: 'release the text encoder after prompt encoding (always done on the CPU)' },
-  'num-gpus': { type: 'int', help: 'GPUs; only 1 in this build', defaultText: '1' },
-  'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (multi-GPU)', defaultText: '1' },
-  'ring-degree': { type: 'int', help: 'ring-attention degree (multi-GPU)', defaultText: '1' },
-  'enable-cfg-parallel': { type: 'boolean', help: 'run the two CFG branches on two GPUs' },
+  'num-gpus': { type: 'int', help: 'ranks: one process per GPU (CUDA, NCCL), or CPU processes over shared memory with --device cpu', defaultText: '1' },
+  'ulysses-degree': { type: 'int', help: 'Ulysses sequence-parallel degree (heads split over the ranks)', defaultText: 'num-gpus / cfg, unless --ring-degree is given' },
+  'ring-degree': { type: 'int', help: 'ring-attention degree (key/value blocks passed around the ranks)', defaultText: '1' },
+  'enable-cfg-parallel': { type: 'boolean', help: 'run the conditional and unconditional CFG branches on two sets of ranks' },
   'lora-path': { type: 'string', help: 'LoRA to merge before generating (.safetensors, folder or hub id)', placeholder: 'file|dir|org/name' },
   'lora-nickname': { type: 'string', help: 'name of that LoRA', defaultText: 'default' },
   'lora-scale': { type: 'number', help: 'strength of that LoRA', defaultText: '1.0' },
@@ -49,14 +50,6 @@ export const GENERATE_FLAGS: FlagTable = {
 
 /** --<component>-path (e.g. --vae-path, --transformer-path) overrides a component folder. */
 const COMPONENT_PATH = /^(?!model-|output-|lora-)([a-z0-9_-]+)-path$/;
-
-/** Flags of subsystems this command accepts only at their neutral value. */
-const NOT_YET: Record<string, { neutral: FlagValue; why: string }> = {
-  'num-gpus': { neutral: 1, why: 'multi-GPU generation is not available in this build' },
-  'ulysses-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
-  'ring-degree': { neutral: 1, why: 'multi-GPU sequence parallelism is not available in this build' },
-  'enable-cfg-parallel': { neutral: false, why: 'multi-GPU CFG parallelism is not available in this build' },
-};
 
 export interface GenerateConfig {
   modelPath: string;
@@ -72,6 +65,8 @@ export interface GenerateConfig {
   imagePaths: string[];
   /** a LoRA merged into the denoiser before generating */
   lora: StartupLora | null;
+  /** the ranks (--num-gpus and the sequence/CFG-parallel degrees) */
+  parallel: ParallelConfig;
   request: Omit<GenerateRequest, 'onProgress' | 'signal' | 'images'>;
 }
 
@@ -82,8 +77,23 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
   const file = typeof cli.values.config === 'string' ? readConfigFile(cli.values.config, GENERATE_FLAGS, { dynamic: COMPONENT_PATH }) : null;
   const v: Record<string, FlagValue> = { ...(file?.values ?? {}), ...cli.values };
   const componentPaths = { ...(file?.dynamic ?? {}), ...cli.dynamic };
-  for (const [flag, { neutral, why }] of Object.entries(NOT_YET))
-    if (v[flag] !== undefined && v[flag] !== neutral) throw new UsageError(`--${flag}: ${why}`);
+  let parallel: ParallelConfig;
+  try {
+    const positive = (flag: string) => {
+      const x = v[flag] as number | undefined;
+      if (x !== undefined && x < 1) throw new UsageError(`--${flag}: must be greater than 0, got ${x}`);
+      return x;
+    };
+    parallel = resolveParallelConfig({
+      numGpus: positive('num-gpus'),
+      ulyssesDegree: positive('ulysses-degree'),
+      ringDegree: positive('ring-degree'),
+      enableCfgParallel: v['enable-cfg-parallel'] as boolean | undefined,
+    });
+  } catch (err) {
+    if (err instanceof ParallelConfigError) throw new UsageError(err.message);
+    throw err;
+  }
   const modelPath = v['model-path'];
   if (typeof modelPath !== 'string' || modelPath === '')
     throw new UsageError('--model-path is required (a diffusers folder, org/name, or demo:wan / demo:zimage / demo:flux2-klein)');
@@ -112,6 +122,7 @@ export function generateConfig(argv: readonly string[]): GenerateConfig | 'help'
     outputCompression: num('output-compression'),
     imagePaths: (v['image-path'] as string[] | undefined) ?? [],
     lora: loraFlags(v),
+    parallel,
     request,
   };
 }
@@ -178,6 +189,7 @@ export const command: Command = {
       console.log(formatHelp(USAGE, GENERATE_FLAGS, FOOTER));
       return 0;
     }
+    if (cfg.parallel.worldSize > 1) return (await import('./generate-ranks.js')).generateOnRanks(cfg, cfg.parallel);
     const t0 = performance.now();
     let pipeline: Awaited<ReturnType<typeof loadPipeline>>;
     try {
