@@ -24,8 +24,8 @@ const BLOCKS = 2;
 const FULL_BLOCKS = 30;
 const TEXT_TOKENS = 512;
 
-/** The transformer folder: the real config with 2 blocks, fan-in scaled random weights. */
-function writeTransformer(dir: string): Record<string, unknown> {
+/** The transformer folder: the real config with 2 blocks, fan-in scaled random weights (also bench/cases/parallel.ts). */
+export function writeTransformer(dir: string): Record<string, unknown> {
   const config = { ...(JSON.parse(readFileSync(REAL, 'utf8')) as Record<string, unknown>), num_layers: BLOCKS };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
   const shapes = wanTransformerTensorShapes(parseComponentConfig('WanTransformer3DModel', config, 'bench'));
