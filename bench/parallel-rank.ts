@@ -10,6 +10,8 @@ import { ParallelGroups } from '../lib/parallel/groups.js';
 import { openShmCommunicator } from '../lib/parallel/shm.js';
 
 interface Job {
+  /** 'forward': the DiT; 'collectives': the exchanges of one attention at this token count, alone */
+  mode: 'forward' | 'collectives';
   dir: string;
   frames: number;
   textDim: number;
@@ -37,8 +39,39 @@ for (const name of ['allGather', 'allToAll', 'sendRecv', 'broadcast', 'allReduce
   };
 }
 
+/** Median ms of the exchanges one sequence-parallel attention makes at `tokens` tokens (1.3B widths). */
+function collectives(world: Communicator, tokens: number, reps: number): { allToAll: number; sendRecv: number; bytes: number } {
+  const shard = tokens / world.size;
+  const qkv = E.randn([3, 1, shard, 12, 128], { seed: rank }); // q, k, v of this rank's tokens
+  const kv = E.randn([2, 1, shard, 12, 128], { seed: rank }); // one ring step's key/value block
+  const time = (fn: () => E.Tensor) => {
+    const t: number[] = [];
+    for (let i = 0; i <= reps; ++i) {
+      world.barrier();
+      const t0 = performance.now();
+      fn().dispose();
+      t.push(performance.now() - t0);
+    }
+    t.shift();
+    t.sort((a, b) => a - b);
+    return t[Math.floor(t.length / 2)] as number;
+  };
+  const n = world.size;
+  return {
+    allToAll: time(() => world.allToAll(qkv, 3, 2)),
+    sendRecv: time(() => world.sendRecv(kv, (rank + 1) % n, (rank - 1 + n) % n)),
+    bytes: qkv.numel * 4,
+  };
+}
+
 process.once('message', async (job: Job) => {
   const world = openShmCommunicator({ path: process.env.ND_BENCH_SHM as string, rank, worldSize });
+  if (job.mode === 'collectives') {
+    process.send?.(collectives(world, job.frames * 1024, job.reps));
+    world.close();
+    process.disconnect();
+    return;
+  }
   const groups = worldSize > 1 ? ParallelGroups.create(world, resolveParallelConfig({ numGpus: worldSize, ulyssesDegree: job.ulysses, ringDegree: job.ring })) : null;
   const model = await WanTransformer3DModel.load(job.dir);
   const text = E.scope(() => E.mul(E.randn([1, 512, job.textDim], { seed: 5 }), 0.1));

@@ -1,5 +1,6 @@
 // node-diffusion's programmatic API.
 export * as engine from './engine/index.js';
+export * as parallel from './parallel/index.js';
 export * from './pipelines/types.js';
 export { loadPipeline, registerPipeline, registerDemo, type LoadPipelineOptions, type PipelineLoadContext } from './pipelines/load.js';
 export { createServer } from './server/app.js';

@@ -28,7 +28,7 @@ interface RankTime {
   commBytes: number;
 }
 
-async function runRanks(layout: Layout, job: Record<string, unknown>, threads: number): Promise<RankTime> {
+async function runRanks<T = RankTime>(layout: Layout, job: Record<string, unknown>, threads: number): Promise<T> {
   const shm = newShmPath();
   const children = Array.from({ length: layout.ranks }, (_, rank) =>
     fork(join(here, '..', 'parallel-rank.ts'), [], {
@@ -39,15 +39,15 @@ async function runRanks(layout: Layout, job: Record<string, unknown>, threads: n
   );
   const results = children.map(
     (c, rank) =>
-      new Promise<RankTime>((resolve, reject) => {
-        c.once('message', (m: RankTime) => resolve(m));
+      new Promise<T>((resolve, reject) => {
+        c.once('message', (m: T) => resolve(m));
         c.once('exit', (code, signal) => reject(new Error(`bench rank ${rank} exited (${signal ?? code}) without a result`)));
       }),
   );
   for (const c of children) c.send({ ...job, ulysses: layout.ulysses, ring: layout.ring });
   try {
     const all = await Promise.all(results);
-    return all[0] as RankTime;
+    return all[0] as T;
   } finally {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   }
@@ -60,7 +60,7 @@ const parallel: BenchCase = async (ctx) => {
     const config = writeTransformer(dir);
     const frames = ctx.quick ? 1 : 4;
     const tokens = frames * 1024;
-    const job = { dir, frames, textDim: config.text_dim as number, reps: ctx.quick ? 1 : 3 };
+    const job = { mode: 'forward', dir, frames, textDim: config.text_dim as number, reps: ctx.quick ? 1 : 3 };
     const layouts: Layout[] = [
       { ranks: 1, ulysses: 1, ring: 1 },
       { ranks: 2, ulysses: 2, ring: 1 },
@@ -88,6 +88,20 @@ const parallel: BenchCase = async (ctx) => {
             : `${t.commMs.toFixed(0)} ms (${((100 * t.commMs) / t.ms).toFixed(0)}%) in collectives, ${(t.commBytes / 2 ** 20).toFixed(0)} MiB sent by rank 0` +
               (busy > ctx.threads ? `; ${busy} threads on ${ctx.threads} cores` : ''),
       });
+    }
+    // the exchanges of one attention alone: the q/k/v all-to-all (Ulysses) and one ring step
+    for (const ranks of [2, 4]) {
+      const c = await runRanks<{ allToAll: number; sendRecv: number; bytes: number }>(
+        { ranks, ulysses: ranks, ring: 1 },
+        { ...job, mode: 'collectives', reps: 7 },
+        1,
+      );
+      const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+      const kvBytes = (c.bytes * 2) / 3;
+      rows.push(
+        { group: 'parallel', name: `shm allToAll of q/k/v, ${ranks} ranks, ${tokens} tokens (${mib(c.bytes)} per rank)`, ms: c.allToAll, gbps: c.bytes / c.allToAll / 1e6 },
+        { group: 'parallel', name: `shm sendRecv of a k/v block (one ring step), ${ranks} ranks (${mib(kvBytes)})`, ms: c.sendRecv, gbps: kvBytes / c.sendRecv / 1e6 },
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,7 @@
 // on its own while the others are still inside the job (they would wait for it forever), brings the
 // whole group down, so the runtime fails the job and starts a fresh group.
 import { EventEmitter } from 'node:events';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 
@@ -46,6 +47,8 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
   /** a rank failed on its own; waiting briefly for a rank's exit that would explain it */
   private pendingFailure: { jobId: string; reason: string; timer: NodeJS.Timeout } | null = null;
   info: PipelineInfo | null = null;
+  /** the CPU ranks' shared file (rank 0 unlinks it once all have joined; removed again when the group ends) */
+  private readonly shmPath = newShmPath();
 
   constructor(readonly config: ParallelConfig) {
     super();
@@ -73,7 +76,7 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
    * 0's pipeline info once all are ready, or stops them all and rejects naming the rank that failed.
    */
   async start(options: LoadOptions, env: NodeJS.ProcessEnv = process.env): Promise<{ info: PipelineInfo; loadSeconds: number }> {
-    const shmPath = newShmPath();
+    const shmPath = this.shmPath;
     const rendezvous = { host: '127.0.0.1', port: await freePort() };
     // CPU ranks share the cores (an explicit ND_NUM_THREADS wins)
     const threads = env.ND_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / this.size)));
@@ -182,6 +185,7 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
       this.end({ code, signal, reason: `rank ${rank} of ${this.size} (pid ${this.ranks[rank]?.pid}) ${how}` });
     }
     if (this.exited === this.ranks.length) {
+      rmSync(this.shmPath, { force: true });
       const e = this.endReason ?? { code, signal, reason: `rank ${rank} of ${this.size} exited` };
       this.emit('exit', e.code, e.signal, e.reason);
     }
@@ -203,5 +207,6 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
     this.endReason ??= { code: null, signal: null, reason: 'the ranks were stopped' };
     if (this.pendingFailure) clearTimeout(this.pendingFailure.timer);
     await Promise.all(this.ranks.map((w) => w.stop(graceMs)));
+    rmSync(this.shmPath, { force: true });
   }
 }

@@ -3,6 +3,7 @@
 // named exports it is sent, each with the world communicator and structured-clone arguments, and
 // returns what they return.
 import { type ChildProcess, fork } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -127,6 +128,7 @@ export async function startRanks(size: number, scenarios: string | string[], opt
       const timer = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), 10_000);
       await Promise.all(exits);
       clearTimeout(timer);
+      rmSync(path, { force: true });
     },
   };
 }
