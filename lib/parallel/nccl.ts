@@ -1,9 +1,8 @@
 // The CUDA transport: NCCL (libnccl.so.2, loaded at run time by csrc/parallel/nccl_comm.cpp), one
 // NCCL communicator per group, work queued on the device's compute stream. The world's unique id
 // travels from rank 0 to the others over TCP (rendezvous.ts), as torchrun's store does.
-import { type Device } from '../engine/tensor.js';
 import { native, type NativeTensor } from '../engine/native.js';
-import { empty, scope, type Tensor, tensor } from '../engine/tensor.js';
+import { type Device, empty, scope, type Tensor, tensor } from '../engine/tensor.js';
 import { Communicator, type Transport } from './communicator.js';
 import { exchangeUniqueId, type RendezvousAddress } from './rendezvous.js';
 
