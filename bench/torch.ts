@@ -36,19 +36,21 @@ def bench(fn, reps, warmup=1):
 /**
  * Runs `body` (Python using bench(fn, reps) and appending {"name", "ms", "gflops"} dicts to rows)
  * with torch on `threads` threads; returns the rows in `group`, ratios against `ceiling` GFLOP/s.
+ * A row may give "gbps" instead of "gflops" (ratio against `ceiling` GB/s), and its own "ratio".
  */
 export function torchRows(group: string, body: string, threads: number, ceiling: number, vs: string): BenchRow[] {
   if (!torchAvailable()) return [];
   const script = `${PRELUDE}\n${body}\nprint(json.dumps(rows))\n`;
   try {
     const out = execFileSync('python3', ['-c', script, String(threads)], { encoding: 'utf8', maxBuffer: 1 << 20 });
-    const rows = JSON.parse(out.trim().split('\n').pop() as string) as Array<{ name: string; ms: number; gflops: number }>;
+    type Row = { name: string; ms: number; gflops?: number; gbps?: number; ratio?: number };
+    const rows = JSON.parse(out.trim().split('\n').pop() as string) as Row[];
     return rows.map((r) => ({
       group,
       name: `torch ${torchVersion()}: ${r.name}`,
       ms: r.ms,
-      gflops: r.gflops,
-      ratio: r.gflops / ceiling,
+      ...(r.gbps === undefined ? { gflops: r.gflops } : { gbps: r.gbps }),
+      ratio: r.ratio ?? ((r.gbps ?? r.gflops ?? 0) / ceiling),
       vs,
     }));
   } catch (err) {

@@ -41,11 +41,8 @@ void CpuBackend::normalize_channels(const Tensor& x, const Tensor& weight, const
         const float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f;
         float* y = res.data();
         const float* iv = inv.data();
-        if (silu) {
-          for (int64_t i = 0; i < len; ++i) y[i] = cpu::vsilu(xr[i] * iv[i] * wc + bc);
-        } else {
-          for (int64_t i = 0; i < len; ++i) y[i] = xr[i] * iv[i] * wc + bc;
-        }
+        for (int64_t i = 0; i < len; ++i) y[i] = xr[i] * iv[i] * wc + bc;
+        if (silu) cpu::vec_map(cpu::VecFn::Silu, y, y, len);
         cpu::store_row(out.data(), out.dtype, base + ch * s, 1, len, y);
       }
     }

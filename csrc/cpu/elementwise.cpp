@@ -40,17 +40,17 @@ static void unary_f32(UnaryOp op, const float* x, float* y, int64_t n) {
   switch (op) {
     case UnaryOp::Neg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
     case UnaryOp::Abs: for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]); break;
-    case UnaryOp::Exp: for (int64_t i = 0; i < n; ++i) y[i] = cpu::vexp(x[i]); break;
+    case UnaryOp::Exp: cpu::vec_map(cpu::VecFn::Exp, x, y, n); break;
     case UnaryOp::Log: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
     case UnaryOp::Sqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
     case UnaryOp::Rsqrt: for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / std::sqrt(x[i]); break;
     case UnaryOp::Sin: for (int64_t i = 0; i < n; ++i) y[i] = std::sin(x[i]); break;
     case UnaryOp::Cos: for (int64_t i = 0; i < n; ++i) y[i] = std::cos(x[i]); break;
-    case UnaryOp::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = cpu::vtanh(x[i]); break;
-    case UnaryOp::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = cpu::vsigmoid(x[i]); break;
-    case UnaryOp::Silu: for (int64_t i = 0; i < n; ++i) y[i] = cpu::vsilu(x[i]); break;
-    case UnaryOp::GeluErf: for (int64_t i = 0; i < n; ++i) y[i] = cpu::gelu_erf(x[i]); break;
-    case UnaryOp::GeluTanh: for (int64_t i = 0; i < n; ++i) y[i] = cpu::vgelu_tanh(x[i]); break;
+    case UnaryOp::Tanh: cpu::vec_map(cpu::VecFn::Tanh, x, y, n); break;
+    case UnaryOp::Sigmoid: cpu::vec_map(cpu::VecFn::Sigmoid, x, y, n); break;
+    case UnaryOp::Silu: cpu::vec_map(cpu::VecFn::Silu, x, y, n); break;
+    case UnaryOp::GeluErf: cpu::vec_map(cpu::VecFn::GeluErf, x, y, n); break;
+    case UnaryOp::GeluTanh: cpu::vec_map(cpu::VecFn::GeluTanh, x, y, n); break;
     case UnaryOp::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : 0.0f; break;
     case UnaryOp::Square: for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i]; break;
     case UnaryOp::Reciprocal: for (int64_t i = 0; i < n; ++i) y[i] = 1.0f / x[i]; break;

@@ -75,8 +75,9 @@ void CpuBackend::gated_add(const Tensor& x, const Tensor& y, const Tensor& gate,
                          const float* xr = cpu::load_row(x.data(), x.dtype, off[1], inc[1], n, bx);
                          const float* yr = cpu::load_row(y.data(), y.dtype, off[2], inc[2], n, by);
                          const float* gr = cpu::load_row(gate.data(), gate.dtype, off[3], inc[3], n, bg);
-                         for (int64_t i = 0; i < n; ++i) bo[i] = xr[i] + yr[i] * gr[i];
-                         cpu::store_row(out.data(), out.dtype, off[0], inc[0], n, bo);
+                         float* o = (out.dtype == DType::F32 && inc[0] == 1) ? out.ptr<float>() + off[0] : bo;
+                         for (int64_t i = 0; i < n; ++i) o[i] = xr[i] + yr[i] * gr[i];
+                         if (o == bo) cpu::store_row(out.data(), out.dtype, off[0], inc[0], n, bo);
                        });
 }
 

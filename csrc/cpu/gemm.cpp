@@ -263,114 +263,20 @@ void pack_b_impl(const MatRef& b, int64_t kc, int64_t n, int64_t p0, int64_t p1,
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------- epilogue
-
-// erf via Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), written branch-free so loops vectorise;
-// GELU uses erfc directly for negative inputs to avoid cancellation in 1 + erf(x).
-inline float gelu_erf_fast(float x) {
-  const float z = x * 0.7071067811865476f;
-  const float az = z < 0 ? -z : z;
-  const float t = 1.0f / (1.0f + 0.3275911f * az);
-  float poly = 1.061405429f;
-  poly = poly * t - 1.453152027f;
-  poly = poly * t + 1.421413741f;
-  poly = poly * t - 0.284496736f;
-  poly = poly * t + 0.254829592f;
-  const float erfc_az = poly * t * vexp(-az * az);  // erfc(|z|)
-  const float one_plus_erf = z < 0 ? erfc_az : 2.0f - erfc_az;
-  return 0.5f * x * one_plus_erf;
-}
-
-}  // namespace
-
-namespace {
-
-#ifdef __AVX2__
-// e^x for 8 lanes (the polynomial of vecmath.h's vexp; 0 below -87.3).
-inline __m256 exp8(__m256 x) {
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.9841269841e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3888888889e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3333333333e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1666666667e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666666667e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 v = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  return _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ));
-}
-
-// x * sigmoid(k * x): SiLU for k = 1; GELU-tanh is x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)).
-inline __m256 x_sigmoid8(__m256 x, __m256 arg) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  return _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), arg))));
-}
-
-inline __m256 gelu_tanh8(__m256 x) {
-  const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
-  const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x);
-  return x_sigmoid8(x, _mm256_mul_ps(_mm256_set1_ps(2.0f * 0.7978845608028654f), u));
-}
-
-inline __m256 gelu_erf8(__m256 x) {
-  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.7071067811865476f));
-  const __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
-  __m256 poly = _mm256_set1_ps(1.061405429f);
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-  const __m256 erfc_az = _mm256_mul_ps(_mm256_mul_ps(poly, t), exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az)));
-  const __m256 one_plus_erf = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_az), erfc_az,
-                                               _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ));
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus_erf);
-}
-#endif
-
-}  // namespace
 
 void apply_epilogue_row(float* c, int64_t n, const float* bias, Activation act) {
   if (bias)
     for (int64_t j = 0; j < n; ++j) c[j] += bias[j];
-  int64_t j = 0;
-#ifdef __AVX2__
-  switch (act) {
-    case Activation::GeluTanh:
-      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(c + j, gelu_tanh8(_mm256_loadu_ps(c + j)));
-      break;
-    case Activation::GeluErf:
-      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(c + j, gelu_erf8(_mm256_loadu_ps(c + j)));
-      break;
-    case Activation::Silu:
-      for (; j + 8 <= n; j += 8) {
-        const __m256 x = _mm256_loadu_ps(c + j);
-        _mm256_storeu_ps(c + j, x_sigmoid8(x, x));
-      }
-      break;
-    default: break;
-  }
-#endif
   switch (act) {
     case Activation::None: break;
-    case Activation::GeluTanh:
-      for (; j < n; ++j) c[j] = vgelu_tanh(c[j]);
-      break;
-    case Activation::GeluErf:
-      for (; j < n; ++j) c[j] = gelu_erf_fast(c[j]);
-      break;
-    case Activation::Silu:
-      for (; j < n; ++j) c[j] = vsilu(c[j]);
-      break;
+    case Activation::GeluTanh: vec_map(VecFn::GeluTanh, c, c, n); break;
+    case Activation::GeluErf: vec_map(VecFn::GeluErf, c, c, n); break;
+    case Activation::Silu: vec_map(VecFn::Silu, c, c, n); break;
     case Activation::Relu:
-      for (; j < n; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+      for (int64_t j = 0; j < n; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
       break;
   }
 }

@@ -46,21 +46,19 @@ void CpuBackend::softmax(const Tensor& x, Tensor& out) {
   const int64_t cols = x.shape.empty() ? 1 : x.shape.back();
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   const DType t = x.dtype;
+  const bool direct = out.dtype == DType::F32;  // rows computed in place in the output
   parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t lo, int64_t hi) {
-    std::vector<float> buf(cols), tmp(cols);
+    std::vector<float> buf(cols), tmp(direct ? 0 : cols);
     for (int64_t r = lo; r < hi; ++r) {
       const float* xr = cpu::load_row(x.data(), t, r * cols, 1, cols, buf.data());
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < cols; ++j) m = xr[j] > m ? xr[j] : m;
-      if (m == -std::numeric_limits<float>::infinity()) m = 0;  // fully masked row -> NaN-free zeros below
-      double sum = 0;
-      for (int64_t j = 0; j < cols; ++j) {
-        tmp[j] = cpu::vexp(xr[j] - m);
-        sum += tmp[j];
-      }
-      const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-      for (int64_t j = 0; j < cols; ++j) tmp[j] *= inv;
-      cpu::store_row(out.data(), out.dtype, r * cols, 1, cols, tmp.data());
+      float* y = direct ? out.ptr<float>() + r * cols : tmp.data();
+      float m = cpu::vec_max(xr, cols);
+      if (m == -std::numeric_limits<float>::infinity()) m = 0;  // fully masked row -> zeros below
+      const double sum = cpu::vec_exp_shifted_sum(xr, m, y, cols);
+      // a NaN anywhere makes the sum NaN and the whole row NaN, as torch
+      const float inv = sum == 0 ? 0.0f : static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
+      if (!direct) cpu::store_row(out.data(), out.dtype, r * cols, 1, cols, y);
     }
   });
 }

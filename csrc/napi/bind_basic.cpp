@@ -1,4 +1,5 @@
 // Bindings for the ops of ops_basic.cpp: layout, dtype, creation, elementwise, reductions.
+#include "../cpu/vecmath.h"
 #include "common.h"
 
 namespace nd::napi {
@@ -72,6 +73,9 @@ ND_BINDINGS(bind_basic) {
   });
   export_fn(env, exports, "pad", [](const Napi::CallbackInfo& info) {
     return wrap(info.Env(), ops::pad(arg_tensor(info, 0, "x"), arg_int_list(info, 1, "pads"), arg_number(info, 2, "value")));
+  });
+  export_fn(env, exports, "vecKernelName", [](const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), cpu::vec_kernel_name());
   });
 }
 

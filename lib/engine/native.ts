@@ -61,6 +61,8 @@ export interface NativeAddon {
   softmax(x: NativeTensor, dim: number): NativeTensor;
   concat(xs: NativeTensor[], dim: number): NativeTensor;
   pad(x: NativeTensor, pads: number[], value: number): NativeTensor;
+  /** the vector-math kernel of the CPU activations and softmax: 'avx512', 'avx2' or 'generic' */
+  vecKernelName(): string;
   // bind_tensor.cpp
   memoryStats(): MemoryStats;
   resetPeakMemory(): void;

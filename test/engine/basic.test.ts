@@ -1,8 +1,12 @@
 // Elementwise ops, reductions, softmax, layout ops and randn against float64 references.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
 import t from 'tap';
 
 import * as E from '../../lib/engine/index.js';
 import { randomArray, relL2, roundBf16, stridesOf } from '../helpers/numeric.js';
+import { vecmathInputs } from '../helpers/vecmath-inputs.js';
 
 function fromF64(x: Float64Array, shape: number[], dtype: E.DType = 'float32'): E.Tensor {
   return E.tensor(Float32Array.from(x), shape, { dtype });
@@ -54,6 +58,14 @@ const unaryRefs: Array<[string, (x: E.Tensor) => E.Tensor, (x: number) => number
   ['reciprocal', E.reciprocal, (x) => 1 / x, 0.1, 10],
 ];
 
+/** erfc(a) for a >= 0 without the cancellation of 1 - erf(a) (continued fraction from 3 on). */
+function erfc(a: number): number {
+  if (a < 3) return 1 - erf(a);
+  let cf = 0;
+  for (let n = 60; n >= 1; --n) cf = n / 2 / (a + cf);
+  return Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + cf);
+}
+
 function erf(x: number): number {
   // series/continued fraction good to ~1e-15 for the test range
   const s = Math.sign(x);
@@ -95,6 +107,84 @@ t.test('unary ops match float64 references (f32 and bf16, odd sizes, strided vie
     const want = new Float64Array(66);
     for (let i = 0; i < 11; ++i) for (let j = 0; j < 6; ++j) want[i * 6 + j] = ref(xf[j * 11 + i] as number);
     t.ok(relL2(got, want) <= 1e-5, `${name} on a transposed view`);
+  }
+});
+
+t.test('every vector-math kernel (AVX-512, AVX2, portable) gives the same bits, a few ulp from float64', async (t) => {
+  const script = fileURLToPath(new URL('../helpers/vecmath-kernel-check.ts', import.meta.url));
+  const runs = ['avx512', 'avx2', 'generic'].map((kernel) => {
+    const out = execFileSync(process.execPath, ['--import=tsx', script], { env: { ...process.env, ND_VEC_KERNEL: kernel }, encoding: 'utf8' });
+    const report = JSON.parse(out) as { kernel: string; outputs: Record<string, string> };
+    const decoded: Record<string, Float32Array> = {};
+    for (const [name, b64] of Object.entries(report.outputs)) {
+      const buf = Buffer.from(b64, 'base64');
+      decoded[name] = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
+    }
+    return { asked: kernel, kernel: report.kernel, outputs: decoded };
+  });
+  t.ok(runs.some((r) => r.kernel === 'generic'), 'the portable kernel ran');
+  const { values, rows, cols, logits, linear } = vecmathInputs();
+  const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+  const refs: Record<string, (x: number) => number> = {
+    exp: Math.exp,
+    tanh: Math.tanh,
+    sigmoid,
+    silu: (x) => x * sigmoid(x),
+    // x sigmoid(2u) = 0.5 x (1 + tanh u), without the float64 cancellation of 1 + tanh u for x << 0
+    geluTanh: (x) => x * sigmoid(2 * Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)),
+    gelu: (x) => 0.5 * x * (x < 0 ? erfc(-x / Math.SQRT2) : 1 + erf(x / Math.SQRT2)),
+  };
+  for (const run of runs) {
+    for (const [name, ref] of Object.entries(refs)) {
+      const got = run.outputs[name] as Float32Array;
+      let bad = 0;
+      for (let i = 0; i < values.length; ++i) {
+        // float32 overflow/underflow of the true value; exp flushes below -87.3365 (1.2e-38). Far
+        // out on the negative side the GELUs are e^-(x^3/10 or x^2/2): the float32 rounding of that
+        // exponent bounds their relative accuracy (values there are below 1e-15).
+        const x = values[i] as number;
+        const want = Math.fround(ref(x));
+        const g = got[i] as number;
+        const tol = (2e-6 + 1e-8 * Math.abs(x) ** 3) * Math.abs(want) + 1e-30;
+        const ok = Number.isNaN(want) ? Number.isNaN(g) : g === want || Math.abs(g - want) <= tol;
+        if (!ok && bad++ < 3) t.fail(`${run.kernel} ${name}(${values[i]}) = ${g}, float64 ${want}`);
+      }
+      t.equal(bad, 0, `${run.kernel}: ${name} of ${values.length} values (special values first) within 2e-6 relative (|x| < 4)`);
+    }
+    const first = runs[0] as (typeof runs)[number];
+    if (run !== first) {
+      for (const name of [...Object.keys(refs), 'linearGelu']) {
+        t.same(Buffer.from((run.outputs[name] as Float32Array).buffer), Buffer.from((first.outputs[name] as Float32Array).buffer),
+          `${name}: ${run.kernel} gives the bits of ${first.kernel}`);
+      }
+    }
+    // softmax: sums added in another order per width, so compared with float64 row by row;
+    // masked entries and the fully masked row exactly 0
+    const sm = run.outputs.softmax as Float32Array;
+    let worst = 0;
+    let zeros = true;
+    for (let r = 0; r < rows; ++r) {
+      const row = Array.from(logits.subarray(r * cols, (r + 1) * cols));
+      const m = Math.max(...row);
+      const e = row.map((v) => (m === -Infinity ? 0 : Math.exp(v - m)));
+      const sum = e.reduce((a, b) => a + b, 0);
+      const want = e.map((v) => (sum === 0 ? 0 : v / sum));
+      const got = sm.subarray(r * cols, (r + 1) * cols);
+      worst = Math.max(worst, relL2(got, want));
+      want.forEach((w, j) => (zeros &&= w !== 0 || got[j] === 0));
+    }
+    t.ok(worst <= 1e-6, `${run.kernel}: softmax rows within rel-L2 ${worst.toExponential(2)}`);
+    t.ok(zeros, `${run.kernel}: masked entries and the fully masked row are 0`);
+    // the GEMM epilogue runs the same GELU: against float64 products
+    const lg = run.outputs.linearGelu as Float32Array;
+    const want = new Float64Array(linear.m * linear.n);
+    for (let i = 0; i < linear.m; ++i)
+      for (let j = 0; j < linear.n; ++j) {
+        let acc = linear.bias[j] as number;
+        for (let k = 0; k < linear.k; ++k) acc += (linear.x[i * linear.k + k] as number) * (linear.w[j * linear.k + k] as number);
+        want[i * linear.n + j] = (refs.gelu as (x: number) => number)(acc);
+      }
+    t.ok(relL2(lg, want) <= 1e-6, `${run.kernel}: linear + bias + gelu epilogue rel-L2 ${relL2(lg, want).toExponential(2)}`);
   }
 });
 
