@@ -26,7 +26,6 @@ void Backend::upload(const void*, Tensor&) { unsupported("upload"); }
 void Backend::download(const Tensor&, void*) { unsupported("download"); }
 void Backend::synchronize(Device) {}
 void Backend::fill(Tensor&, double) { unsupported("fill"); }
-void Backend::arange(Tensor&, double, double) { unsupported("arange"); }
 void Backend::randn(Tensor&, uint64_t, uint64_t) { unsupported("randn"); }
 void Backend::unary(UnaryOp, const Tensor&, Tensor&) { unsupported("unary"); }
 void Backend::binary(BinaryOp, const Tensor&, const Tensor&, Tensor&) { unsupported("binary"); }

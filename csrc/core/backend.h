@@ -63,7 +63,6 @@ class Backend {
 
   // ---- creation ----
   virtual void fill(Tensor& out, double value);
-  virtual void arange(Tensor& out, double start, double step);
   // Standard normal noise from Philox4x32-10 (counter = element index + offset, key = seed).
   virtual void randn(Tensor& out, uint64_t seed, uint64_t offset);
 

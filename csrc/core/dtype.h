@@ -128,11 +128,9 @@ inline void store_from_f32(void* p, DType t, int64_t i, float v) {
     case DType::I32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
     case DType::I64: static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v); break;
     case DType::F8E4M3: static_cast<uint8_t*>(p)[i] = f32_to_f8e4m3(v); break;
-    case DType::U8: {
-      float c = v < 0 ? 0 : (v > 255 ? 255 : v);
-      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(c + 0.5f);
+    case DType::U8:  // truncates toward zero like every float -> integer cast, saturating (NaN -> 0)
+      static_cast<uint8_t*>(p)[i] = !(v > 0) ? 0 : (v >= 255 ? 255 : static_cast<uint8_t>(v));
       break;
-    }
   }
 }
 

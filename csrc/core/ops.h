@@ -19,6 +19,8 @@ void copy_into(Tensor& dst, const Tensor& src);        // src broadcast to dst's
 
 // ---- creation ----
 Tensor full(const Shape& shape, DType dtype, Device device, double value);
+// arange and linspace give torch's CPU values bit for bit (ops_range.cpp says how); integer
+// dtypes need integer arange arguments and results that fit the dtype.
 Tensor arange(double start, double end, double step, DType dtype, Device device);
 Tensor linspace(double start, double end, int64_t steps, DType dtype, Device device);
 Tensor randn(const Shape& shape, DType dtype, Device device, uint64_t seed, uint64_t offset);
@@ -27,6 +29,7 @@ Tensor randn(const Shape& shape, DType dtype, Device device, uint64_t seed, uint
 DType promote(DType a, DType b);
 Tensor unary(UnaryOp op, const Tensor& x);
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+// x * mul + add and clamp: integer tensors give float32 when a scalar is fractional (as torch)
 Tensor affine(const Tensor& x, double mul, double add);  // x * mul + add
 Tensor clamp(const Tensor& x, double lo, double hi);
 Tensor pow_scalar(const Tensor& x, double exponent);

@@ -1,4 +1,5 @@
-// Front-end ops for memory, layout, creation, elementwise math, reductions, concat and pad.
+// Front-end ops for memory, layout, creation (arange/linspace: ops_range.cpp), elementwise math,
+// reductions, concat and pad.
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -75,24 +76,6 @@ Tensor full(const Shape& shape, DType dtype, Device device, double value) {
   return out;
 }
 
-Tensor arange(double start, double end, double step, DType dtype, Device device) {
-  if (step == 0 || !std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step))
-    throw std::invalid_argument("arange needs finite bounds and a non-zero step");
-  double n = std::ceil((end - start) / step);
-  if (n > 1e10) throw std::invalid_argument("arange would create too many elements");
-  Tensor out = Tensor::empty({std::max<int64_t>(0, static_cast<int64_t>(n))}, dtype, device);
-  backend_for(device).arange(out, start, step);
-  return out;
-}
-
-Tensor linspace(double start, double end, int64_t steps, DType dtype, Device device) {
-  if (steps < 0) throw std::invalid_argument("linspace steps must be >= 0");
-  Tensor out = Tensor::empty({steps}, dtype, device);
-  double step = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
-  backend_for(device).arange(out, start, step);
-  return out;
-}
-
 Tensor randn(const Shape& shape, DType dtype, Device device, uint64_t seed, uint64_t offset) {
   if (!dtype_is_float(dtype)) throw std::invalid_argument("randn needs a float dtype");
   Tensor out = Tensor::empty(shape, dtype, device);
@@ -131,15 +114,22 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// The dtype of x combined with scalars: an integer tensor stays integer only while every scalar is
+// an integer; a fractional one makes the result float32 (torch: int_tensor * 0.5 is float).
+static DType scalar_result(DType t, double a, double b) {
+  if (dtype_is_float(t)) return float_result(t);
+  return std::trunc(a) == a && std::trunc(b) == b ? t : DType::F32;
+}
+
 Tensor affine(const Tensor& x, double mul, double add) {
-  Tensor out = Tensor::empty(x.shape, dtype_is_float(x.dtype) ? float_result(x.dtype) : x.dtype, x.device());
+  Tensor out = Tensor::empty(x.shape, scalar_result(x.dtype, mul, add), x.device());
   backend_for(x.device()).affine(x, out, mul, add, 1.0, 0.0);
   return out;
 }
 
 Tensor clamp(const Tensor& x, double lo, double hi) {
   if (!(lo <= hi)) throw std::invalid_argument("clamp needs min <= max");
-  Tensor out = Tensor::empty(x.shape, dtype_is_float(x.dtype) ? float_result(x.dtype) : x.dtype, x.device());
+  Tensor out = Tensor::empty(x.shape, scalar_result(x.dtype, lo, hi), x.device());
   backend_for(x.device()).affine(x, out, 1.0, 0.0, lo, hi);
   return out;
 }

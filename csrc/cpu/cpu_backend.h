@@ -15,7 +15,6 @@ class CpuBackend final : public Backend {
   void download(const Tensor& src, void* host) override;
   // elementwise.cpp
   void fill(Tensor& out, double value) override;
-  void arange(Tensor& out, double start, double step) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& out) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void affine(const Tensor& x, Tensor& out, double mul, double add, double lo, double hi) override;

@@ -1,4 +1,4 @@
-// CPU elementwise kernels: fill/arange, unary math, broadcasting binary ops, affine/clamp, pow.
+// CPU elementwise kernels: fill, unary math, broadcasting binary ops, affine/clamp, pow.
 // Float rows are computed in float32 (converted on load/store); integer tensors use int64 math.
 #include <cmath>
 #include <stdexcept>
@@ -23,17 +23,6 @@ void CpuBackend::fill(Tensor& out, double value) {
     for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(value);
     cpu::store_row(out.data(), t, off[0], inc[0], n, buf);
   });
-}
-
-void CpuBackend::arange(Tensor& out, double start, double step) {
-  const int64_t n = out.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    double v = start + step * static_cast<double>(i);
-    if (cpu::is_int(out.dtype))
-      cpu::store_int(out.data(), out.dtype, i, static_cast<int64_t>(std::llround(v)));
-    else
-      store_from_f32(out.data(), out.dtype, i, static_cast<float>(v));
-  }
 }
 
 static void unary_f32(UnaryOp op, const float* x, float* y, int64_t n) {

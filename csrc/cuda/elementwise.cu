@@ -1,4 +1,4 @@
-// CUDA elementwise kernels: strided copy/cast, fill, arange, unary math, broadcasting binary ops,
+// CUDA elementwise kernels: strided copy/cast, fill, unary math, broadcasting binary ops,
 // affine/clamp, pow and the DiT gated residual add. Semantics follow csrc/cpu/elementwise.cpp and memory.cpp exactly: float
 // math in float32 (accurate libdevice functions, no fast-math), integer math in int64.
 #include <cmath>
@@ -43,15 +43,6 @@ __global__ void fill_kernel(Indexer<1> ix, int64_t n, void* out, DType t, float 
     ix.offsets(i, off);
     if (integer) store_int(out, t, off[0], iv);
     else store_float(out, t, off[0], fv);
-  }
-}
-
-__global__ void arange_kernel(int64_t n, void* out, DType t, double start, double step) {
-  const bool integer = is_int_dtype(t);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const double v = fma(step, static_cast<double>(i), start);  // one rounding, as the CPU's vfmadd
-    if (integer) store_int(out, t, i, llround(v));
-    else store_float(out, t, i, static_cast<float>(v));
   }
 }
 
@@ -219,15 +210,6 @@ void CudaBackend::fill(Tensor& out, double value) {
   fill_kernel<<<grid_for(n, kThreads), kThreads, 0, c.compute>>>(ix, n, out.data(), out.dtype,
                                                                   static_cast<float>(value), iv);
   ND_CUDA_CHECK_LAUNCH("fill_kernel");
-}
-
-void CudaBackend::arange(Tensor& out, double start, double step) {
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  if (!out.is_contiguous()) throw std::invalid_argument("arange needs a contiguous output");
-  DeviceContext& c = ctx_for(out);
-  arange_kernel<<<grid_for(n, kThreads), kThreads, 0, c.compute>>>(n, out.data(), out.dtype, start, step);
-  ND_CUDA_CHECK_LAUNCH("arange_kernel");
 }
 
 void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out) {

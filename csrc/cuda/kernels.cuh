@@ -57,11 +57,9 @@ __device__ __forceinline__ void store_float(void* base, DType t, int64_t i, floa
     case DType::F8E4M3: static_cast<uint8_t*>(base)[i] = float_to_f8e4m3(v); break;
     case DType::I32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
     case DType::I64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
-    case DType::U8: {
-      float c = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(c + 0.5f);
+    case DType::U8:  // truncates toward zero like every float -> integer cast, saturating (NaN -> 0)
+      static_cast<uint8_t*>(base)[i] = !(v > 0.0f) ? 0 : (v >= 255.0f ? 255 : static_cast<uint8_t>(v));
       break;
-    }
   }
 }
 

@@ -334,10 +334,20 @@ export function ones(shape: Shape, opts: CreateOptions = {}): Tensor {
   return full(shape, 1, opts);
 }
 
+/**
+ * torch.arange: ceil((end - start) / step) values, the same bits as torch on the CPU (float32 in
+ * double arithmetic with torch's 8-wide vector blocks; see csrc/core/ops_range.cpp). Integer
+ * dtypes need integer start, end and step, and values that fit the dtype.
+ */
 export function arange(start: number, end: number, step = 1, opts: CreateOptions = {}): Tensor {
   return new Tensor(native.arange(start, end, step, dtypeCode(opts.dtype ?? 'float32'), opts.device ?? 'cpu'));
 }
 
+/**
+ * torch.linspace: the same bits as torch on the CPU (float32: step = (end - start) / (steps - 1) in
+ * float32, the first half start + step * i and the second end - step * (steps - 1 - i), each one
+ * rounding; see csrc/core/ops_range.cpp).
+ */
 export function linspace(start: number, end: number, steps: number, opts: CreateOptions = {}): Tensor {
   return new Tensor(native.linspace(start, end, steps, dtypeCode(opts.dtype ?? 'float32'), opts.device ?? 'cpu'));
 }

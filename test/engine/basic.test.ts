@@ -1,5 +1,6 @@
 // Elementwise ops, reductions, softmax, layout ops and randn against float64 references.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import t from 'tap';
@@ -239,6 +240,56 @@ t.test('scalar ops, clamp, affine', async (t) => {
   t.same(E.affine(x, 2, 1).toArray(), [-3, 0, 1, 2, 5]);
   t.same(E.pow(E.abs(x), 2).toArray(), [4, 0.25, 0, 0.25, 4]);
   t.throws(() => E.clamp(x, 1, -1), /min <= max/);
+  // integer tensors stay integer with integer scalars; a fractional one gives float32 (as torch)
+  const ints = E.tensor([1, 2, 3], [3], { dtype: 'int32' });
+  const check = (got: E.Tensor, dtype: E.DType, values: number[], what: string) => {
+    t.equal(got.dtype, dtype, `${what}: ${dtype}`);
+    t.same(got.toArray(), values, what);
+  };
+  check(E.mul(ints, 2), 'int32', [2, 4, 6], 'int * 2');
+  check(E.add(ints, -1), 'int32', [0, 1, 2], 'int - 1');
+  check(E.mul(ints, 0.5), 'float32', [0.5, 1, 1.5], 'int * 0.5');
+  check(E.add(ints, 1.5), 'float32', [2.5, 3.5, 4.5], 'int + 1.5');
+  check(E.affine(ints, 2, 0.25), 'float32', [2.25, 4.25, 6.25], 'int * 2 + 0.25');
+  check(E.div(ints, 2), 'float32', [0.5, 1, 1.5], 'int / 2 (true division)');
+  check(E.div(E.tensor([1, 2, 3], [3], { dtype: 'int64' }), 1), 'float32', [1, 2, 3], 'int64 / 1');
+  check(E.clamp(ints, 1, 2), 'int32', [1, 2, 2], 'clamp(int, 1, 2)');
+  check(E.clamp(ints, 1.5, 2.5), 'float32', [1.5, 2, 2.5], 'clamp(int, 1.5, 2.5)');
+});
+
+t.test('arange and linspace give torch\'s values bit for bit (recorded from torch 2.13 on the CPU)', async (t) => {
+  const file = fileURLToPath(new URL('../fixtures/ranges/torch-ranges.json', import.meta.url));
+  const data = JSON.parse(readFileSync(file, 'utf8')) as {
+    cases: Array<{ op: 'arange' | 'linspace'; args: number[]; dtype: E.DType; n: number; float32_base64?: string; values?: number[] }>;
+  };
+  t.ok(data.cases.length >= 60);
+  for (const c of data.cases) {
+    const [a, b, third] = c.args as [number, number, number];
+    const got = c.op === 'linspace' ? E.linspace(a, b, third, { dtype: c.dtype }) : E.arange(a, b, third, { dtype: c.dtype });
+    const what = `${c.op}(${c.args.join(', ')}) ${c.dtype}`;
+    t.equal(got.dtype, c.dtype);
+    t.same(got.shape, [c.n], `${what}: ${c.n} elements`);
+    if (c.float32_base64 !== undefined) {
+      const want = Buffer.from(c.float32_base64, 'base64');
+      const mine = Buffer.from(got.toFloat32().buffer);
+      if (!mine.equals(want)) {
+        const w = new Float32Array(want.buffer.slice(want.byteOffset, want.byteOffset + want.length));
+        const g = got.toFloat32();
+        const i = g.findIndex((v, k) => v !== w[k]);
+        t.fail(`${what}: element ${i} is ${g[i]}, torch ${w[i]}`);
+      } else t.pass(`${what}: torch's bits`);
+    } else {
+      t.same(got.toArray(), c.values, `${what}: torch's values`);
+    }
+  }
+  // integer dtypes: integer arguments, results within the dtype
+  t.throws(() => E.arange(0, 5.5, 1, { dtype: 'int64' }), /integer dtype needs integer bounds and step, got end 5\.5/);
+  t.throws(() => E.arange(0, 10, 0.5, { dtype: 'int32' }), /got step 0\.5/);
+  t.throws(() => E.arange(250, 260, 1, { dtype: 'uint8' }), /value 256 does not fit uint8/);
+  t.throws(() => E.linspace(0, 300, 4, { dtype: 'uint8' }), /value 300 does not fit uint8/);
+  t.throws(() => E.linspace(0, Infinity, 3), /finite bounds/);
+  t.same(E.arange(5, 0).shape, [0], 'an empty range');
+  t.same(E.linspace(0, 1, 0).shape, [0]);
 });
 
 t.test('reductions and softmax over any dim', async (t) => {
@@ -336,6 +387,8 @@ t.test('casts round like torch (bf16 nearest-even, float->int truncation)', asyn
   t.same(x.to('int32').toArray(), [1, 1, 1, -2, 3]);
   t.same(E.tensor([1.5, 2.25], [2]).to('float16').toArray(), [1.5, 2.25]);
   t.same(E.tensor([0, 0.5, 448, 1000, -0.001953125], [5]).to('float8_e4m3').toArray(), [0, 0.5, 448, 448, -0.001953125]);
+  // float -> uint8 truncates too, saturating at 0 and 255 (torch wraps out-of-range values around)
+  t.same(E.tensor([0.4, 1.6, 254.7, 255.9, -3, 300, NaN]).to('uint8').toArray(), [0, 1, 254, 255, 0, 255, 0]);
   const big = E.tensor([2 ** 40 + 1], [1], { dtype: 'int64' });
   t.equal(big.to('int64').toArray()[0], 2 ** 40 + 1);
 });

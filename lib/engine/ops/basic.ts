@@ -1,4 +1,5 @@
 // Elementwise math, reductions, softmax, concat and pad (csrc/core/ops_basic.cpp).
+import { isFloat } from '../dtype.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
 
@@ -44,8 +45,19 @@ export function sub(a: Tensor, b: Tensor | number): Tensor {
 export function mul(a: Tensor, b: Tensor | number): Tensor {
   return typeof b === 'number' ? new Tensor(native.affine(a.handle, b, 0)) : bin(BINARY.mul, a, b);
 }
+/**
+ * a / b (true division: integer tensors give float32, as torch). Dividing by a number multiplies by
+ * 1 / b (within an ulp of a division).
+ */
 export function div(a: Tensor, b: Tensor | number): Tensor {
-  return typeof b === 'number' ? new Tensor(native.affine(a.handle, 1 / b, 0)) : bin(BINARY.div, a, b);
+  if (typeof b !== 'number') return bin(BINARY.div, a, b);
+  if (isFloat(a.dtype)) return new Tensor(native.affine(a.handle, 1 / b, 0));
+  const f = a.to('float32');
+  try {
+    return new Tensor(native.affine(f.handle, 1 / b, 0));
+  } finally {
+    f.dispose();
+  }
 }
 export function maximum(a: Tensor, b: Tensor): Tensor {
   return bin(BINARY.maximum, a, b);
@@ -57,7 +69,7 @@ export function minimum(a: Tensor, b: Tensor): Tensor {
 export function pow(a: Tensor, b: Tensor | number): Tensor {
   return typeof b === 'number' ? new Tensor(native.powScalar(a.handle, b)) : bin(BINARY.pow, a, b);
 }
-/** x * mul + add in one pass. */
+/** x * mul + add in one pass (an integer x gives float32 when mul or add is fractional, as torch). */
 export function affine(x: Tensor, mul: number, add: number): Tensor {
   return new Tensor(native.affine(x.handle, mul, add));
 }
