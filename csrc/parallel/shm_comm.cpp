@@ -235,11 +235,17 @@ ShmComm::ShmComm(const std::string& path, int rank, int world_size, size_t slot_
     throw std::runtime_error("shared-memory communicator: cannot stat " + path + ": " + std::strerror(e));
   }
   if (st.st_size == 0) {
-    if (::ftruncate(fd, static_cast<off_t>(map_bytes_)) != 0) {
-      int e = errno;
+    // Size it (at once, for the ranks that open it next), then reserve the pages: on a full tmpfs (a
+    // container's small /dev/shm) touching them later would kill the process with SIGBUS instead of
+    // failing here with a reason.
+    int e = ::ftruncate(fd, static_cast<off_t>(map_bytes_)) == 0 ? 0 : errno;
+    if (e == 0) e = ::posix_fallocate(fd, 0, static_cast<off_t>(map_bytes_));
+    if (e != 0) {
       ::close(fd);
-      throw std::runtime_error("shared-memory communicator: cannot size " + path + " to " + std::to_string(map_bytes_) +
-                               " bytes: " + std::strerror(e));
+      ::unlink(path.c_str());
+      throw std::runtime_error("shared-memory communicator: cannot reserve " + std::to_string(map_bytes_ >> 20) + " MiB in " +
+                               path + ": " + std::strerror(e) +
+                               (e == ENOSPC ? " (give the container more shared memory, e.g. docker --shm-size, or lower ND_SHM_SLOT_MB)" : ""));
     }
   } else if (static_cast<size_t>(st.st_size) != map_bytes_) {
     ::close(fd);
