@@ -98,7 +98,8 @@ ND_BINDINGS(bind_parallel) {
     expect_bytes(r, s.nbytes(), "recv", "allToAll");
     const size_t n = static_cast<size_t>(c.group_size(g));
     if (s.nbytes() % n) throw std::invalid_argument("allToAll: send does not split into " + std::to_string(n) + " equal blocks");
-    c.all_to_all(g, s.data(), r.data(), s.nbytes() / n);
+    c.all_to_all(g, s.data(), r.data(), s.nbytes() / n, static_cast<size_t>(arg_int(info, 4, "sendRuns")),
+                 static_cast<size_t>(arg_int(info, 5, "recvRuns")));
     return info.Env().Undefined();
   });
   export_fn(env, exports, "shmAllReduce", [](const Napi::CallbackInfo& info) {

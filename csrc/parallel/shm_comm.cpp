@@ -467,7 +467,20 @@ void ShmComm::all_gather(int group_id, const void* send, void* recv, size_t byte
   } while (off < bytes);
 }
 
-void ShmComm::all_to_all(int group_id, const void* send, void* recv, size_t bytes) {
+// Logical bytes [off, off + c) of block j of n in run-structured memory (byte p of block j at
+// ((p / run) * n + j) * run + p % run) paired with contiguous memory: one copy job per run piece.
+static void block_pieces(std::vector<CopyJob>& jobs, char* contiguous, char* strided, size_t n, size_t j, size_t run,
+                         size_t off, size_t c, bool into_strided) {
+  for (size_t p = off; p < off + c;) {
+    const size_t o = p / run, in = p % run, len = std::min(run - in, off + c - p);
+    char* s = strided + (o * n + j) * run + in;
+    char* d = contiguous + (p - off);
+    jobs.push_back(into_strided ? CopyJob{s, d, len} : CopyJob{d, s, len});
+    p += len;
+  }
+}
+
+void ShmComm::all_to_all(int group_id, const void* send, void* recv, size_t bytes, size_t send_runs, size_t recv_runs) {
   const Group& g = group(group_id, "allToAll");
   const size_t n = g.members.size();
   const char* s = static_cast<const char*>(send);
@@ -478,6 +491,10 @@ void ShmComm::all_to_all(int group_id, const void* send, void* recv, size_t byte
   }
   const size_t chunk = slot_bytes_ / n / 64 * 64;
   if (chunk == 0) throw std::runtime_error("allToAll: the shared-memory slot is too small for " + std::to_string(n) + " ranks");
+  if (send_runs == 0 || recv_runs == 0 || bytes % send_runs || bytes % recv_runs)
+    throw std::invalid_argument("allToAll: " + std::to_string(bytes) + " bytes per peer do not split into " +
+                                std::to_string(send_runs) + " and " + std::to_string(recv_runs) + " runs");
+  const size_t send_run = bytes / send_runs, recv_run = bytes / recv_runs;
   const size_t me = static_cast<size_t>(g.index);
   size_t off = 0;
   bool first = true;
@@ -485,12 +502,12 @@ void ShmComm::all_to_all(int group_id, const void* send, void* recv, size_t byte
     const size_t c = std::min(chunk, bytes - off);
     if (first) describe(layout_->ops[rank_], kAllToAll, bytes, 0);
     std::vector<CopyJob> out;
-    for (size_t j = 0; j < n; ++j) out.push_back({slot(rank_) + j * chunk, s + j * bytes + off, c});
+    for (size_t j = 0; j < n; ++j) block_pieces(out, slot(rank_) + j * chunk, const_cast<char*>(s), n, j, send_run, off, c, false);
     run_copies(out);
     arrive(group_id, g, "allToAll");
     if (first) check_op(group_id, g, kAllToAll, bytes, 0, "allToAll");
     std::vector<CopyJob> in;
-    for (size_t i = 0; i < n; ++i) in.push_back({r + i * bytes + off, slot(g.members[i]) + me * chunk, c});
+    for (size_t i = 0; i < n; ++i) block_pieces(in, slot(g.members[i]) + me * chunk, r, n, i, recv_run, off, c, true);
     run_copies(in);
     arrive(group_id, g, "allToAll");
     off += c;

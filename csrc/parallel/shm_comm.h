@@ -43,8 +43,11 @@ class ShmComm {
   void barrier(int group);
   // recv holds members x bytes: member i's buffer at i * bytes.
   void all_gather(int group, const void* send, void* recv, size_t bytes);
-  // send and recv hold members x bytes: block j of send goes to member j, block i of recv comes from member i.
-  void all_to_all(int group, const void* send, void* recv, size_t bytes);
+  // send and recv hold members x bytes: block j of send goes to member j, block i of recv comes from
+  // member i. A block may be interleaved with the others in runs (a tensor split along an inner dim):
+  // with k runs of r = bytes / k, byte p of block j lies at ((p / r) * members + j) * r + p % r; k = 1
+  // is one contiguous block after the other.
+  void all_to_all(int group, const void* send, void* recv, size_t bytes, size_t send_runs = 1, size_t recv_runs = 1);
   // recv[i] = sum over members (in member order) of send[i]; send may equal recv.
   void all_reduce_sum(int group, const void* send, void* recv, size_t count, DType dtype);
   // Member `root`'s buffer is copied into everyone's buffer.

@@ -15,8 +15,14 @@ export interface Transport {
   barrier(): void;
   /** recv = [members, ...send]: member i's send at block i */
   allGather(send: Tensor, recv: Tensor): void;
-  /** send and recv hold one block per member: block j of send goes to member j, block i of recv comes from member i */
-  allToAll(send: Tensor, recv: Tensor): void;
+  /** allToAll takes blocks interleaved in runs (below), so tensors split along any dim need no layout copies */
+  readonly interleavedAllToAll: boolean;
+  /**
+   * send and recv hold one block per member: block j of send goes to member j, block i of recv comes
+   * from member i. With k runs (a tensor split along an inner dim) a block is k pieces interleaved with
+   * the other blocks' (piece o of block j is piece o * members + j); 1 run: blocks one after the other.
+   */
+  allToAll(send: Tensor, recv: Tensor, sendRuns: number, recvRuns: number): void;
   /** recv = sum of every member's send, added in member order (the same bits on every rank) */
   allReduceSum(send: Tensor, recv: Tensor): void;
   /** t takes root's values on every member */
@@ -109,11 +115,21 @@ export class Communicator {
     if (len % n !== 0) throw new RangeError(`allToAll: dim ${scatterDim} of [${x.shape}] does not split into ${n} equal blocks`);
     if (x.device !== this.device) throw new Error(`allToAll: the tensor is on ${x.device}, the communicator on ${this.device}`);
     const shape = x.shape;
+    const product = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
+    if (this.transport.interleavedAllToAll) {
+      // the blocks are read and written where they lie: no layout copies
+      const out = shape.slice();
+      out[sd] = len / n;
+      out[gd] = (out[gd] as number) * n;
+      const recv = empty(out, { dtype: x.dtype, device: this.device });
+      this.transport.allToAll(x.contiguous(), recv, product(shape.slice(0, sd)), product(out.slice(0, gd)));
+      return recv;
+    }
     const split = [...shape.slice(0, sd), n, len / n, ...shape.slice(sd + 1)];
     const order = [sd, ...split.map((_, i) => i).filter((i) => i !== sd)];
     const send = x.reshape(split).permute(order).contiguous(); // [n, ...block]
     const recv = empty(send.shape, { dtype: x.dtype, device: this.device });
-    this.transport.allToAll(send, recv);
+    this.transport.allToAll(send, recv, 1, 1);
     return concatBlocks(recv, gd);
   }
 

@@ -47,6 +47,8 @@ const ID_BYTES = 128;
 
 class NcclTransport implements Transport {
   readonly kind = 'nccl';
+  /** NCCL sends contiguous buffers: the Communicator lays the blocks out first */
+  readonly interleavedAllToAll = false;
   private open = true;
 
   constructor(
@@ -67,7 +69,8 @@ class NcclTransport implements Transport {
   allGather(send: Tensor, recv: Tensor): void {
     native.ncclAllGather(this.id, send.handle, recv.handle);
   }
-  allToAll(send: Tensor, recv: Tensor): void {
+  allToAll(send: Tensor, recv: Tensor, sendRuns: number, recvRuns: number): void {
+    if (sendRuns !== 1 || recvRuns !== 1) throw new Error('the NCCL all-to-all takes contiguous blocks only');
     native.ncclAllToAll(this.id, send.handle, recv.handle);
   }
   allReduceSum(send: Tensor, recv: Tensor): void {

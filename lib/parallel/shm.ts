@@ -17,7 +17,7 @@ declare module '../engine/native.js' {
     shmDefineGroup(comm: number, group: number, members: number[]): void;
     shmBarrier(comm: number, group: number): void;
     shmAllGather(comm: number, group: number, send: NativeTensor, recv: NativeTensor): void;
-    shmAllToAll(comm: number, group: number, send: NativeTensor, recv: NativeTensor): void;
+    shmAllToAll(comm: number, group: number, send: NativeTensor, recv: NativeTensor, sendRuns: number, recvRuns: number): void;
     shmAllReduce(comm: number, group: number, send: NativeTensor, recv: NativeTensor): void;
     shmBroadcast(comm: number, group: number, t: NativeTensor, root: number): void;
     shmSend(comm: number, t: NativeTensor, dst: number): void;
@@ -40,6 +40,7 @@ export function newShmPath(): string {
 class ShmTransport implements Transport {
   readonly kind = 'shm';
   readonly device = 'cpu';
+  readonly interleavedAllToAll = true;
 
   /**
    * @param comm the process's native communicator (shared by all its groups)
@@ -65,8 +66,8 @@ class ShmTransport implements Transport {
   allGather(send: Tensor, recv: Tensor): void {
     native.shmAllGather(this.id, this.group, send.handle, recv.handle);
   }
-  allToAll(send: Tensor, recv: Tensor): void {
-    native.shmAllToAll(this.id, this.group, send.handle, recv.handle);
+  allToAll(send: Tensor, recv: Tensor, sendRuns: number, recvRuns: number): void {
+    native.shmAllToAll(this.id, this.group, send.handle, recv.handle, sendRuns, recvRuns);
   }
   allReduceSum(send: Tensor, recv: Tensor): void {
     native.shmAllReduce(this.id, this.group, send.handle, recv.handle);
