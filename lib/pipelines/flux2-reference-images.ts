@@ -3,7 +3,7 @@
 // most 8:1; one larger than 1024x1024 pixels is resized (PIL LANCZOS) to that area keeping its aspect
 // (sides truncated to integers); both sides are then floored to a multiple of 16 by a centred crop
 // (no resampling), and the pixels map to [-1, 1] as 2 (v / 255) - 1 in float32.
-import { resizeLanczos } from '../encode/pil-resample.js';
+import { resizeLanczos } from './pil-resample.js';
 import { type Device, type Tensor, tensor } from '../engine/tensor.js';
 import { RequestError, type RgbImage } from './types.js';
 

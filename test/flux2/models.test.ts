@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 
 import { relL2Error } from '../../lib/check/run.js';
-import { resizeLanczos } from '../../lib/encode/pil-resample.js';
+import { resizeLanczos } from '../../lib/pipelines/pil-resample.js';
 import * as E from '../../lib/engine/index.js';
 import { parseComponentConfig } from '../../lib/io/configs.js';
 import { SafetensorsFile } from '../../lib/io/safetensors.js';
