@@ -319,8 +319,15 @@ constexpr int64_t kKC = 384;   // depth of one packed slice (B micro-panel 48 KB
 constexpr int64_t kMC = 224;   // rows of A packed per task (A block ~ 340 KB: L2)
 constexpr int64_t kNC = 3072;  // columns of B packed per slice (B block <= 4.5 MB: L3)
 
+// The few-rows path: A packed whole when it holds at most kFewRowsMaxA floats (L3-resident),
+// in K slices of kFewKC; each task's B block (one slice) holds at most kFewBlockB floats (L2).
+constexpr int64_t kFewRowsMaxA = int64_t{3} << 20;
+constexpr int64_t kFewKC = 512;
+constexpr int64_t kFewBlockB = 128 * 1024;
+
 thread_local ScratchBuffer t_pack_a;
 thread_local ScratchBuffer t_pack_b;
+thread_local ScratchBuffer t_shared_a;  // the whole packed A of the few-rows path
 
 MatRef offset(const MatRef& m, int64_t i, int64_t j) {
   MatRef r = m;
@@ -431,6 +438,76 @@ void gemm_small_m(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef
   });
 }
 
+// Few rows against a wide B (M up to a few hundred, as for the token rows of a transformer
+// layer against its weight): each element of B serves only M rows, so packing B costs as much
+// as a sizeable share of the arithmetic and must not wait behind barriers. A is packed once,
+// whole (all K slices, shared by all threads); then each task owns a group of NR-panels of B
+// and packs and multiplies them slice by slice on its own: no barrier between packing and
+// compute, every B element packed once, and many small tasks keep both cores busy.
+// The micro-kernel runs A micro-panel outer (it stays in L1) over the task's B block (L2).
+void gemm_few_rows(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
+                   const GemmEpilogue& ep) {
+  const MicroKernel& uk = micro_kernel();
+  const int MR = uk.mr, NR = uk.nr;
+  const int nt = num_threads();
+  const int64_t Mp = round_up(M, MR), m_panels = Mp / MR;
+  const int64_t k_slices = (K + kFewKC - 1) / kFewKC;
+  float* pa = t_shared_a.get(Mp * K);
+  // slice s (columns [s * kFewKC, ...)) of A starts at pa + Mp * s * kFewKC
+  parallel_for(0, k_slices * m_panels, std::max<int64_t>(1, m_panels / 4), [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi;) {
+      const int64_t s = t / m_panels, p0 = t % m_panels, p1 = std::min(m_panels, p0 + (hi - t));
+      const int64_t pc = s * kFewKC, kc = std::min(kFewKC, K - pc);
+      const int64_t i0 = p0 * MR, rows = std::min(M, p1 * MR) - i0;
+      pack_a(offset(a, i0, pc), rows, kc, ep.alpha, MR, pa + Mp * pc + i0 * kc);
+      t += p1 - p0;
+    }
+  });
+  const int64_t panels = (N + NR - 1) / NR;
+  // a task's B block (kFewKC x its columns) stays within kFewBlockB floats, and there are at least
+  // 4 tasks per thread so the dynamic split evens out uneven progress
+  const int64_t by_cache = std::max<int64_t>(1, kFewBlockB / (kFewKC * NR));
+  const int64_t by_balance = std::max<int64_t>(1, panels / (4 * nt));
+  const int64_t task_panels = std::min(by_cache, by_balance);
+  const int64_t tasks = (panels + task_panels - 1) / task_panels;
+  const bool epilogue = ep.bias != nullptr || ep.act != Activation::None;
+  parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+    alignas(64) float edge[14 * 32];
+    float* pb = t_pack_b.get(kFewKC * task_panels * NR);
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t jc = task * task_panels * NR;
+      const int64_t nc = std::min(task_panels * NR, N - jc);
+      const int64_t np = (nc + NR - 1) / NR;
+      for (int64_t pc = 0; pc < K; pc += kFewKC) {
+        const int64_t kc = std::min(kFewKC, K - pc);
+        pack_b(offset(b, pc, jc), kc, nc, NR, pb);
+        const float* pas = pa + Mp * pc;
+        const bool load = pc > 0 || ep.accumulate;
+        const bool last = pc + kc >= K;
+        for (int64_t ir = 0; ir < M; ir += MR) {
+          const int64_t rows = std::min<int64_t>(MR, M - ir);
+          for (int64_t q = 0; q < np; ++q) {
+            const int64_t j0 = q * NR;
+            const int64_t cols = std::min<int64_t>(NR, nc - j0);
+            float* cp = c + ir * ldc + jc + j0;
+            if (rows == MR && cols == NR) {
+              uk.fn(kc, pas + ir * kc, pb + q * kc * NR, cp, ldc, load);
+            } else {
+              if (load)
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
+              uk.fn(kc, pas + ir * kc, pb + q * kc * NR, edge, NR, load);
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
+            }
+            if (last && epilogue)
+              for (int64_t r = 0; r < rows; ++r)
+                apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
@@ -446,6 +523,11 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
   }
   if (M <= kSmallM && b.rs == 1) {
     gemm_small_m(M, N, K, a, b, c, ldc, ep);
+    return;
+  }
+  // few rows (A fits L3 packed whole) and enough NR-panels of B for every thread to take several
+  if (round_up(M, micro_kernel().mr) * K <= kFewRowsMaxA && N >= 4 * num_threads() * micro_kernel().nr) {
+    gemm_few_rows(M, N, K, a, b, c, ldc, ep);
     return;
   }
   const MicroKernel& uk = micro_kernel();

@@ -148,6 +148,30 @@ t.test('linear: bias and every fused activation, f32/bf16/f16 weights, few and m
   }
 });
 
+t.test('linear and matmul: few rows against a wide weight (A packed whole, B packed per task)', async (t) => {
+  // N >= 4 * threads * NR and a small packed A take the few-rows path; K = 1100 spans three
+  // K slices (the last partial), N = 300 ends in a partial panel, 37 rows in a partial MR tile
+  const K = 1100, N = 300;
+  for (const wd of ['float32', 'bfloat16', 'float16'] as E.DType[]) {
+    for (const rows of [5, 37]) {
+      E.scope(() => {
+        const x = rand([rows, K], 'float32', 2), w = rand([N, K], wd), bias = rand([N], wd);
+        const out = E.linear(x.t, w.t, bias.t, 'gelu_tanh');
+        const err = relL2(out.toFloat32(), refLinear(x.v, rows, K, w.v, N, bias.v, activations[1]![1]));
+        t.ok(err <= 1e-5, `${wd} weight, ${rows} rows, bias + gelu_tanh: rel-L2 ${err.toExponential(2)}`);
+      });
+    }
+  }
+  E.scope(() => {
+    // B with unit column stride (as matmul gives it) and a strided A (every other column)
+    const M = 23;
+    const big = rand([M, 2 * K]), b = rand([K, N]);
+    const a = big.t.slice(1, 0, 2 * K, 2);
+    const err = relL2(E.matmul(a, b.t).toFloat32(), refMatmul(values(a), [M, K], b.v, [K, N]).out);
+    t.ok(err <= 1e-5, `strided A @ row-major B: rel-L2 ${err.toExponential(2)}`);
+  });
+});
+
 t.test('linear: no bias, 1-D and non-contiguous inputs, large K and N, single row', async (t) => {
   const cases: Array<[number[], number, boolean]> = [
     [[5], 3, false],
