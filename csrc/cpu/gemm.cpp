@@ -223,8 +223,12 @@ template <int NR, class T>
 void pack_b_panel_k_contiguous(const T* src, int64_t ld, int64_t kc, float* d) {
   int64_t k = 0;
 #ifdef __AVX2__
-  for (; k + 8 <= kc; k += 8)
-    for (int j = 0; j < NR; j += 8) transpose8x8<NR>(src + j * ld + k, ld, d + k * NR + j);
+  // 8 columns at a time over the whole depth: columns ld apart (a power of two in elements,
+  // usually) share one L1 set, and 8 of them fit its ways, while NR of them would thrash it
+  const int64_t k8 = kc / 8 * 8;
+  for (int j = 0; j < NR; j += 8)
+    for (int64_t kk = 0; kk < k8; kk += 8) transpose8x8<NR>(src + j * ld + kk, ld, d + kk * NR + j);
+  k = k8;
 #endif
   for (; k < kc; ++k)
     for (int j = 0; j < NR; ++j) d[k * NR + j] = to_f32(src[j * ld + k]);
