@@ -537,14 +537,17 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
   const MicroKernel& uk = micro_kernel();
   const int MR = uk.mr, NR = uk.nr;
   const int nt = num_threads();
-  // Tasks are (block of rows) x (group of NR-panels), their count a multiple of the thread
-  // count so every thread gets the same work: M in equal blocks of at most kMC rows (a multiple
-  // of MR), a multiple of nt of them when M is tall; otherwise each block split over panels.
-  int64_t want_blocks = (M + kMC - 1) / kMC;
-  if (want_blocks >= nt) want_blocks = round_up(want_blocks, nt);
-  const int64_t MC = round_up((M + want_blocks - 1) / want_blocks, MR);
-  const int64_t m_blocks = (M + MC - 1) / MC;
-  const int64_t want_splits = m_blocks >= nt ? 1 : nt / std::gcd(m_blocks, static_cast<int64_t>(nt));
+  // Tasks are (group of MR-row tiles) x (group of NR-panels), as equal as the tiles allow and
+  // a multiple of the thread count so every thread gets the same work. Tall M: a multiple of
+  // nt row groups, at most 4 per thread so that parallel_for hands out exactly one task per
+  // chunk (it merges more into chunks of unequal counts: 20 tasks went out as 3+3+3+3+3+3+2,
+  // one thread idle for most of a chunk). Short M: each group also split over panels. A group
+  // walks its rows in equal blocks of at most kMC rows (the packed A block stays in L2).
+  const int64_t tiles = (M + MR - 1) / MR;
+  int64_t groups = (M + kMC - 1) / kMC;
+  if (groups >= nt) groups = std::min<int64_t>({round_up(groups, nt), 4 * static_cast<int64_t>(nt), tiles});
+  const int64_t want_splits = groups >= nt ? 1 : nt / std::gcd(groups, static_cast<int64_t>(nt));
+  const int64_t block_tiles = std::max<int64_t>(1, kMC / MR);
   const int64_t NC = std::min(round_up(N, NR), kNC);
   const bool epilogue = ep.bias != nullptr || ep.act != Activation::None;
   float* pb = t_pack_b.get(kKC * NC);
@@ -560,37 +563,41 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
                    [&](int64_t lo, int64_t hi) { pack_b_panels(bs, kc, nc, NR, lo, hi, pb); });
       const bool load = pc > 0 || ep.accumulate;
       const bool last = pc + kc >= K;
-      parallel_for(0, m_blocks * splits, 1, [&](int64_t lo, int64_t hi) {
+      parallel_for(0, groups * splits, 1, [&](int64_t lo, int64_t hi) {
         alignas(64) float edge[14 * 32];
         for (int64_t task = lo; task < hi; ++task) {
-          const int64_t mb = task / splits, sp = task % splits;
+          const int64_t g = task / splits, sp = task % splits;
           const int64_t q0 = sp * panels / splits, q1 = (sp + 1) * panels / splits;
-          const int64_t i0 = mb * MC;
-          const int64_t mc = std::min(MC, M - i0);
-          if (q0 >= q1 || mc <= 0) continue;
-          float* pa = t_pack_a.get(round_up(mc, MR) * kc);
-          pack_a(offset(a, i0, pc), mc, kc, ep.alpha, MR, pa);
-          auto tile = [&](int64_t q, int64_t ir) {
-            const int64_t j0 = q * NR;
-            const int64_t cols = std::min<int64_t>(NR, nc - j0);
-            const float* bp = pb + q * kc * NR;
-            const int64_t rows = std::min<int64_t>(MR, mc - ir);
-            float* cp = c + (i0 + ir) * ldc + jc + j0;
-            if (rows == MR && cols == NR) {
-              uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
-            } else {
-              if (load)
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
-              uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
-              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
-            }
-            if (last && epilogue)
-              for (int64_t r = 0; r < rows; ++r)
-                apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
-          };
-          // each B micro-panel is reused from L1/L2 across the whole A block
-          for (int64_t q = q0; q < q1; ++q)
-            for (int64_t ir = 0; ir < mc; ir += MR) tile(q, ir);
+          const int64_t t0 = g * tiles / groups, t1 = (g + 1) * tiles / groups;
+          if (q0 >= q1 || t0 >= t1) continue;
+          const int64_t blocks = (t1 - t0 + block_tiles - 1) / block_tiles;
+          for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t i0 = (t0 + blk * (t1 - t0) / blocks) * MR;
+            const int64_t mc = std::min(M, (t0 + (blk + 1) * (t1 - t0) / blocks) * MR) - i0;
+            float* pa = t_pack_a.get(round_up(mc, MR) * kc);
+            pack_a(offset(a, i0, pc), mc, kc, ep.alpha, MR, pa);
+            auto tile = [&](int64_t q, int64_t ir) {
+              const int64_t j0 = q * NR;
+              const int64_t cols = std::min<int64_t>(NR, nc - j0);
+              const float* bp = pb + q * kc * NR;
+              const int64_t rows = std::min<int64_t>(MR, mc - ir);
+              float* cp = c + (i0 + ir) * ldc + jc + j0;
+              if (rows == MR && cols == NR) {
+                uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
+              } else {
+                if (load)
+                  for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
+                uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
+              }
+              if (last && epilogue)
+                for (int64_t r = 0; r < rows; ++r)
+                  apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
+            };
+            // each B micro-panel is reused from L1/L2 across the whole A block
+            for (int64_t q = q0; q < q1; ++q)
+              for (int64_t ir = 0; ir < mc; ir += MR) tile(q, ir);
+          }
         }
       });
     }

@@ -25,7 +25,7 @@ function values(x: E.Tensor): Float64Array {
 t.test('matmul: 2-D products of odd sizes match float64 (K=1, M=1, N=1, sizes across tile edges)', async (t) => {
   const shapes: Array<[number, number, number]> = [
     [1, 1, 1], [1, 7, 33], [7, 33, 129], [129, 1, 7], [33, 129, 1], [15, 300, 47], [200, 513, 70], [3, 5, 3100],
-    [461, 20, 45],
+    [461, 20, 45], [2011, 9, 50],
   ];
   for (const [M, K, N] of shapes) {
     E.scope(() => {
