@@ -7,10 +7,10 @@
 // by the empirical resolution-dependent mu, the transformer fed [noise tokens, reference tokens] and
 // only the noise tokens kept -> CFG with the empty prompt when guidance_scale > 1 on a model that is
 // not step-distilled -> un-pack, de-normalise, un-patchify, AutoencoderKLFlux2 decode -> [0, 1].
-import { add, affine, clamp, concat, mul, stack, sub } from '../engine/ops/basic.js';
-import { type Device, disposeAll, keep, memoryStats, randn, resetPeakMemory, scope, type Tensor, tensor } from '../engine/tensor.js';
+import { add, concat, mul, stack, sub } from '../engine/ops/basic.js';
+import { type Device, disposeAll, keep, resetPeakMemory, scope, type Tensor, tensor } from '../engine/tensor.js';
 import type { FlowMatchEulerDiscreteSchedulerConfig } from '../io/configs.js';
-import { expectConfig, readComponentConfig, resolveComponentDirs } from '../io/diffusers.js';
+import { expectConfig, readComponentConfig } from '../io/diffusers.js';
 import { encodingsToTensors, tokenizeQwenChatPrompts } from '../io/prompt-tokens.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
 import { Flux2Transformer2DModel, type PositionIds } from '../models/flux2/transformer.js';
@@ -20,13 +20,13 @@ import { promptLengths } from '../models/t5/umt5.js';
 import { AutoencoderKLFlux2, unpatchifyLatents } from '../models/vae/autoencoder-kl-flux2.js';
 import { linspace } from '../schedulers/common.js';
 import { FlowMatchEulerDiscreteScheduler } from '../schedulers/flow-match-euler.js';
+import {
+  checkRequestLatents, generateResult, loadModels, pixelsToUnitRange, precisionName, requestOutputType, requestPrompts, requestSampling,
+  requestSize, requireComponents, RunStages, type RunParams, runParamsOf, samplingDefaults, seededNoise, TextEncoderSlot, toRgbImages,
+} from './common.js';
 import { checkReferenceImage, imageToTensor, prepareReferenceImage, referenceImageSize } from './flux2-reference-images.js';
 import { type PipelineLoadContext, registerPipeline } from './load.js';
-import {
-  type GenerateRequest, type GenerateResult, type Pipeline, type PipelineDefaults, type PipelineInfo, type Progress,
-  RequestError, type RgbImage,
-} from './types.js';
-import { toRgbImages } from './zimage.js';
+import { type GenerateRequest, type GenerateResult, type Pipeline, type PipelineDefaults, type PipelineInfo, RequestError, type RgbImage } from './types.js';
 
 /** Token length prompts are padded/truncated to (the pipeline's max_sequence_length). */
 export const FLUX2_MAX_SEQUENCE_LENGTH = 512;
@@ -34,10 +34,6 @@ export const FLUX2_MAX_SEQUENCE_LENGTH = 512;
 export const FLUX2_TEXT_ENCODER_OUT_LAYERS: readonly number[] = [9, 18, 27];
 /** Reference images one edit may use (FLUX.2 [klein]: up to 4). */
 export const FLUX2_MAX_REFERENCE_IMAGES = 4;
-
-const MAX_SIDE = 4096;
-const MAX_STEPS = 1000;
-const MAX_OUTPUTS = 10;
 
 /** The step-distilled FLUX.2-klein 4B / 9B (is_distilled): 1024x1024, 4 steps, no CFG. */
 export const FLUX2_KLEIN_DEFAULTS: PipelineDefaults = {
@@ -71,22 +67,9 @@ export function flux2KleinSettings(pipelineRaw: Record<string, unknown>): Flux2K
   const distilled = pipelineRaw.is_distilled;
   if (distilled !== undefined && typeof distilled !== 'boolean') throw new Error('model_index.json: is_distilled must be a boolean');
   const isDistilled = distilled ?? false;
-  const defaults: PipelineDefaults = { ...(isDistilled ? FLUX2_KLEIN_DEFAULTS : FLUX2_KLEIN_BASE_DEFAULTS) };
-  const o = pipelineRaw._sampling_defaults;
-  if (o !== undefined) {
-    if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error('model_index.json: _sampling_defaults must be an object');
-    const fields: Record<string, keyof PipelineDefaults> = {
-      width: 'width', height: 'height', num_inference_steps: 'numInferenceSteps', guidance_scale: 'guidanceScale', negative_prompt: 'negativePrompt',
-    };
-    for (const [key, value] of Object.entries(o)) {
-      const field = fields[key];
-      if (!field) throw new Error(`model_index.json: _sampling_defaults.${key} is not a sampling default (${Object.keys(fields).join(', ')})`);
-      const isText = field === 'negativePrompt';
-      if (isText ? typeof value !== 'string' : typeof value !== 'number' || !Number.isFinite(value))
-        throw new Error(`model_index.json: _sampling_defaults.${key} must be a ${isText ? 'string' : 'number'}`);
-      (defaults as unknown as Record<string, unknown>)[field] = value;
-    }
-  }
+  const defaults = samplingDefaults(isDistilled ? FLUX2_KLEIN_DEFAULTS : FLUX2_KLEIN_BASE_DEFAULTS, pipelineRaw, {
+    width: 'width', height: 'height', num_inference_steps: 'numInferenceSteps', guidance_scale: 'guidanceScale', negative_prompt: 'negativePrompt',
+  });
   const layers = pipelineRaw._text_encoder_out_layers ?? FLUX2_TEXT_ENCODER_OUT_LAYERS;
   if (!Array.isArray(layers) || layers.length === 0 || !layers.every((k) => Number.isSafeInteger(k) && k >= 0))
     throw new Error('model_index.json: _text_encoder_out_layers must be a non-empty list of hidden-state indices');
@@ -126,31 +109,14 @@ export function encodeFlux2Prompt(encoder: Qwen3TextEncoder, inputIds: Tensor, a
   return scope(() => stack(encoder.hiddenStates(inputIds, lens, [...layers]), 2).reshape(b, l, -1));
 }
 
-function precisionName(dtype: string): string {
-  return dtype === 'bfloat16' ? 'bf16' : dtype === 'float16' ? 'fp16' : 'fp32';
-}
-
-/** What run() computes: a fully resolved request. */
-export interface Flux2KleinRunParams {
-  prompts: string[];
-  /** the CFG negative prompt (the reference always uses "") */
-  negativePrompt: string;
-  width: number;
-  height: number;
-  numInferenceSteps: number;
-  guidanceScale: number;
-  numOutputs: number;
-  seed: number;
+/** What run() computes: a fully resolved request (the CFG negative prompt: the reference always uses ""). */
+export interface Flux2KleinRunParams extends RunParams {
   /** reference images for editing (already checked), shared by every output */
   images: RgbImage[];
   /** initial noise [B, 128, H/16, W/16] instead of seeded noise */
   latents?: Tensor;
-  /** stop after denoising (no VAE decode) */
-  decode: boolean;
-  onProgress?: (p: Progress) => void | Promise<void>;
   /** receives the packed latents after every scheduler step (a tensor the caller may keep until the next step) */
   onStepLatents?: (step: number, latents: Tensor) => void;
-  signal?: AbortSignal;
 }
 
 export interface Flux2KleinRunResult {
@@ -167,39 +133,22 @@ export interface Flux2KleinRunResult {
 }
 
 export class Flux2KleinPipeline implements Pipeline {
-  readonly info: PipelineInfo;
-  readonly settings: Flux2KleinSettings;
-  private readonly device: Device;
-  private readonly textEncoderDir: string;
-  /** kept loaded between requests only on an accelerator without text-encoder offload */
-  private textEncoder: Qwen3TextEncoder | null;
-  private readonly keepTextEncoder: boolean;
   private disposed = false;
 
   private constructor(
-    info: PipelineInfo,
-    settings: Flux2KleinSettings,
-    device: Device,
+    readonly info: PipelineInfo,
+    readonly settings: Flux2KleinSettings,
+    private readonly device: Device,
     private readonly tokenizer: TextTokenizer,
-    textEncoderDir: string,
-    textEncoder: Qwen3TextEncoder | null,
+    private readonly textEncoder: TextEncoderSlot<Qwen3TextEncoder>,
     private readonly transformer: Flux2Transformer2DModel,
     private readonly vae: AutoencoderKLFlux2,
     private readonly schedulerConfig: FlowMatchEulerDiscreteSchedulerConfig,
-  ) {
-    this.info = info;
-    this.settings = settings;
-    this.device = device;
-    this.textEncoderDir = textEncoderDir;
-    this.textEncoder = textEncoder;
-    this.keepTextEncoder = textEncoder !== null;
-  }
+  ) {}
 
   static async load(ctx: PipelineLoadContext): Promise<Flux2KleinPipeline> {
     const { modelDir, componentPaths, device } = ctx;
-    const dirs = await resolveComponentDirs(modelDir, componentPaths);
-    for (const c of ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'])
-      if (!dirs[c]) throw new Error(`${modelDir}: Flux2KleinPipeline needs a '${c}' component`);
+    const dirs = await requireComponents(ctx, 'Flux2KleinPipeline');
     const schedulerConfig = expectConfig(await readComponentConfig(modelDir, 'scheduler', componentPaths), 'FlowMatchEulerDiscreteScheduler');
     if (!schedulerConfig.use_dynamic_shifting)
       throw new Error(`${modelDir}: Flux2KleinPipeline needs a scheduler with use_dynamic_shifting (it passes the empirical mu)`);
@@ -217,21 +166,20 @@ export class Flux2KleinPipeline implements Pipeline {
         `${modelDir}: ${layers.length} stacked hidden states of width ${teConfig.hidden_size} make ${layers.length * teConfig.hidden_size} features, ` +
           `the transformer takes joint_attention_dim ${trConfig.joint_attention_dim}`,
       );
-    const tokenizer = await loadTokenizer(dirs.tokenizer!);
+    const tokenizer = await loadTokenizer(dirs.tokenizer);
+    // kept loaded between requests only on an accelerator without text-encoder offload
     const keepTextEncoder = device !== 'cpu' && !ctx.textEncoderCpuOffload;
-    const loaded: Array<{ dispose(): void }> = [];
-    try {
-      const transformer = await Flux2Transformer2DModel.load(dirs.transformer!, { device });
-      loaded.push(transformer);
-      const vae = await AutoencoderKLFlux2.load(dirs.vae!, { device });
-      loaded.push(vae);
+    return loadModels(async (own) => {
+      const transformer = own(await Flux2Transformer2DModel.load(dirs.transformer, { device }));
+      const vae = own(await AutoencoderKLFlux2.load(dirs.vae, { device }));
       if (4 * vae.latentChannels !== transformer.inChannels || transformer.outChannels !== transformer.inChannels)
         throw new Error(
           `${modelDir}: the VAE's ${vae.latentChannels} latent channels patchify to ${4 * vae.latentChannels}, ` +
             `the transformer maps ${transformer.inChannels} -> ${transformer.outChannels} channels`,
         );
-      const textEncoder = keepTextEncoder ? await Qwen3TextEncoder.load(dirs.text_encoder!, { device, maxHiddenState: deepest }) : null;
-      if (textEncoder) loaded.push(textEncoder);
+      const textEncoder = own(
+        await TextEncoderSlot.open(() => Qwen3TextEncoder.load(dirs.text_encoder, { device, maxHiddenState: deepest }), keepTextEncoder),
+      );
       const info: PipelineInfo = {
         modelPath: ctx.modelPath,
         pipelineClass: 'Flux2KleinPipeline',
@@ -244,11 +192,8 @@ export class Flux2KleinPipeline implements Pipeline {
         maxInputImages: FLUX2_MAX_REFERENCE_IMAGES,
         loraTargets: ['transformer'],
       };
-      return new Flux2KleinPipeline(info, settings, device, tokenizer, dirs.text_encoder!, textEncoder, transformer, vae, schedulerConfig);
-    } catch (err) {
-      for (const m of loaded) m.dispose();
-      throw err;
-    }
+      return new Flux2KleinPipeline(info, settings, device, tokenizer, textEncoder, transformer, vae, schedulerConfig);
+    });
   }
 
   /** The denoiser (LoRA and parallel code work on it). */
@@ -268,42 +213,20 @@ export class Flux2KleinPipeline implements Pipeline {
 
   validate(req: GenerateRequest): GenerateRequest {
     const d = this.settings.defaults;
-    const prompts = typeof req.prompt === 'string' ? [req.prompt] : req.prompt;
-    if (!Array.isArray(prompts) || prompts.length === 0 || prompts.some((p) => typeof p !== 'string'))
-      throw new RequestError('prompt must be a string or a non-empty list of strings', 'prompt');
+    const prompts = requestPrompts(req);
     const images = req.images ?? [];
     if (images.length > FLUX2_MAX_REFERENCE_IMAGES)
       throw new RequestError(`FLUX.2-klein takes at most ${FLUX2_MAX_REFERENCE_IMAGES} reference images, got ${images.length}`, 'image');
     images.forEach((img, i) => checkReferenceImage(img, images.length > 1 ? `image[${i}]` : 'image'));
-    const int = (v: number | undefined, dflt: number, name: string, min: number, max: number): number => {
-      const x = v ?? dflt;
-      if (!Number.isInteger(x) || x < min || x > max) throw new RequestError(`${name} must be an integer in [${min}, ${max}], got ${v}`, name);
-      return x;
-    };
     const multiple = this.sizeMultiple;
     // editing without a size: the first reference image's prepared size (as the reference pipeline)
     const fromImage = images[0] ? referenceImageSize(images[0].width, images[0].height, multiple) : null;
-    const width = int(req.width, fromImage?.width ?? d.width, 'width', multiple, MAX_SIDE);
-    const height = int(req.height, fromImage?.height ?? d.height, 'height', multiple, MAX_SIDE);
-    if (width % multiple !== 0 || height % multiple !== 0)
-      throw new RequestError(`width and height must be multiples of ${multiple}, got ${width}x${height}`, 'size');
+    const { width, height } = requestSize(req, fromImage ?? d, multiple, multiple);
     if (req.numFrames !== undefined && req.numFrames !== 1) throw new RequestError(`Flux2KleinPipeline makes images: num_frames must be 1, got ${req.numFrames}`, 'num_frames');
-    const steps = int(req.numInferenceSteps, d.numInferenceSteps, 'num_inference_steps', 1, MAX_STEPS);
-    const guidanceScale = req.guidanceScale ?? d.guidanceScale;
-    if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale) || guidanceScale < 0 || guidanceScale > 100)
-      throw new RequestError(`guidance_scale must be a number in [0, 100], got ${req.guidanceScale}`, 'guidance_scale');
-    const numOutputs = int(req.numOutputs, 1, 'n', 1, MAX_OUTPUTS);
-    const seed = int(req.seed, 42, 'seed', 0, Number.MAX_SAFE_INTEGER);
-    const negativePrompt = req.negativePrompt ?? d.negativePrompt;
-    if (typeof negativePrompt !== 'string') throw new RequestError('negative_prompt must be a string', 'negative_prompt');
-    if (req.latents) {
-      const expected = this.latentShape(prompts.length * numOutputs, height, width);
-      if (req.latents.ndim !== 4 || req.latents.shape.some((s, i) => s !== expected[i]))
-        throw new RequestError(`latents must be [${expected}] for this request, got [${req.latents.shape}]`, 'latents');
-    }
-    const outputType = req.outputType ?? 'rgb';
-    if (!['rgb', 'float', 'latent'].includes(outputType)) throw new RequestError(`output_type must be rgb, float or latent, got ${outputType}`, 'output_type');
-    return { ...req, prompt: prompts, images, width, height, numFrames: 1, fps: 0, numInferenceSteps: steps, guidanceScale, numOutputs, seed, negativePrompt, outputType };
+    const sampling = requestSampling(req, d);
+    checkRequestLatents(req.latents, this.latentShape(prompts.length * sampling.numOutputs, height, width));
+    const outputType = requestOutputType(req);
+    return { ...req, prompt: prompts, images, width, height, numFrames: 1, fps: 0, ...sampling, outputType };
   }
 
   /** The initial latents before packing: [B, 128, H/16, W/16] (prepare_latents). */
@@ -314,18 +237,13 @@ export class Flux2KleinPipeline implements Pipeline {
 
   /** Prompt embeddings [B, 512, layers x hidden] of the prompts (text ids are textIds(512)). */
   async encodePrompts(prompts: string[]): Promise<Tensor> {
-    const layers = this.settings.textEncoderOutLayers;
-    const encoder =
-      this.textEncoder ?? (await Qwen3TextEncoder.load(this.textEncoderDir, { device: this.device, maxHiddenState: Math.max(...layers) }));
-    try {
-      return scope(() => {
+    return this.textEncoder.use((encoder) =>
+      scope(() => {
         const encodings = tokenizeQwenChatPrompts(this.tokenizer, prompts, { maxLength: FLUX2_MAX_SEQUENCE_LENGTH, enableThinking: false });
         const { inputIds, attentionMask } = encodingsToTensors(encodings, this.device);
-        return encodeFlux2Prompt(encoder, inputIds, attentionMask, layers);
-      });
-    } finally {
-      if (!this.keepTextEncoder) encoder.dispose();
-    }
+        return encodeFlux2Prompt(encoder, inputIds, attentionMask, this.settings.textEncoderOutLayers);
+      }),
+    );
   }
 
   /** Prepared reference images (area limit, centre crop to multiples of 16) as [1, 3, H, W] in [-1, 1]. */
@@ -350,21 +268,11 @@ export class Flux2KleinPipeline implements Pipeline {
     return { latents, ids: referenceIds(grids) };
   }
 
-  /** Seeded noise: output j draws from the Philox stream of seed + j. */
-  private noise(shape: number[], seed: number): Tensor {
-    const [b, ...rest] = shape as [number, ...number[]];
-    return scope(() => stack(Array.from({ length: b }, (_, j) => randn(rest, { seed: seed + j, device: this.device })), 0));
-  }
-
   async run(p: Flux2KleinRunParams): Promise<Flux2KleinRunResult> {
     this.checkLive();
-    const timings: Record<string, number> = {};
-    const report = async (pr: Progress) => {
-      if (p.onProgress) await p.onProgress(pr);
-    };
+    const stages = new RunStages(p);
     const doCfg = this.usesCfg(p.guidanceScale);
     const batch = p.prompts.length * p.numOutputs;
-    const totalSteps = p.numInferenceSteps;
     const owned: Tensor[] = [];
     let latents: Tensor | null = null;
     try {
@@ -384,9 +292,8 @@ export class Flux2KleinPipeline implements Pipeline {
         }),
       );
       owned.push(context);
-      timings.encode_prompt = performance.now() - t0;
-      await report({ stage: 'encode_prompt', step: 0, totalSteps, stepMs: 0 });
-      p.signal?.throwIfAborted();
+      await stages.done('encode_prompt', t0);
+      stages.checkAbort();
 
       // 2. reference images -> packed reference tokens
       let reference: { latents: Tensor; ids: Int32Array } | null = null;
@@ -394,9 +301,8 @@ export class Flux2KleinPipeline implements Pipeline {
         t0 = performance.now();
         reference = this.encodeReferenceImages(p.images);
         owned.push(keep(reference.latents));
-        timings.encode_images = performance.now() - t0;
-        await report({ stage: 'encode_images', step: 0, totalSteps, stepMs: 0 });
-        p.signal?.throwIfAborted();
+        await stages.done('encode_images', t0);
+        stages.checkAbort();
       }
 
       // 3. latents: the given ones (copied) or seeded noise, packed to [B, S, 128]
@@ -404,14 +310,15 @@ export class Flux2KleinPipeline implements Pipeline {
       const [, , lh, lw] = this.latentShape(batch, p.height, p.width) as [number, number, number, number];
       const given = p.latents;
       latents = keep(
-        scope(() => packLatents(given ? given.toDevice(this.device).to('float32') : this.noise(this.latentShape(batch, p.height, p.width), p.seed))),
+        scope(() =>
+          packLatents(given ? given.toDevice(this.device).to('float32') : seededNoise(this.latentShape(batch, p.height, p.width), p.seed, this.device)),
+        ),
       );
       const noiseIds = latentIds(lh, lw);
       const imgIds: PositionIds = reference ? concatIds([noiseIds, reference.ids]) : noiseIds;
       const rotary = keep(this.transformer.rotaryTables(textIds(FLUX2_MAX_SEQUENCE_LENGTH), imgIds, this.device));
       owned.push(rotary.cos, rotary.sin);
-      timings.prepare_latents = performance.now() - t0;
-      await report({ stage: 'prepare_latents', step: 0, totalSteps, stepMs: 0 });
+      await stages.done('prepare_latents', t0);
 
       // 4. denoising
       t0 = performance.now();
@@ -422,7 +329,7 @@ export class Flux2KleinPipeline implements Pipeline {
       const txtIds = textIds(FLUX2_MAX_SEQUENCE_LENGTH);
       const stepped = scheduler.timesteps;
       for (let i = 0; i < stepped.length; ++i) {
-        p.signal?.throwIfAborted();
+        stages.checkAbort();
         const stepStart = performance.now();
         const t = stepped[i] as number;
         const x: Tensor = latents;
@@ -442,16 +349,9 @@ export class Flux2KleinPipeline implements Pipeline {
         });
         latents = keep(next);
         x.dispose();
-        p.onStepLatents?.(i, next);
-        await report({
-          stage: 'denoise',
-          step: i + 1,
-          totalSteps,
-          stepMs: performance.now() - stepStart,
-          preview: () => this.previewImages(next, lh, lw),
-        });
+        await stages.stepDone(i, next, stepStart, (packed) => this.previewImages(packed, lh, lw));
       }
-      timings.denoise = performance.now() - t0;
+      stages.time('denoise', t0);
 
       // 5. decoding
       const final: Tensor = latents;
@@ -459,12 +359,11 @@ export class Flux2KleinPipeline implements Pipeline {
       owned.push(decoderLatents);
       let images: Tensor | null = null;
       if (p.decode) {
-        p.signal?.throwIfAborted();
+        stages.checkAbort();
         t0 = performance.now();
         images = keep(this.decodeToImages(decoderLatents));
         owned.push(images);
-        timings.decode = performance.now() - t0;
-        await report({ stage: 'decode', step: 0, totalSteps, stepMs: 0 });
+        await stages.done('decode', t0);
       }
       const result: Flux2KleinRunResult = {
         packedLatents: final,
@@ -472,7 +371,7 @@ export class Flux2KleinPipeline implements Pipeline {
         images,
         referenceLatents: reference?.latents ?? null,
         referenceIds: reference?.ids ?? new Int32Array(0),
-        timings,
+        timings: stages.timings,
       };
       // the result's tensors now belong to the caller
       latents = null;
@@ -485,7 +384,7 @@ export class Flux2KleinPipeline implements Pipeline {
 
   /** VAE decode of decoder latents [B, 32, H/8, W/8] -> images [B, H, W, 3] in [0, 1] (the image processor's postprocess). */
   decodeToImages(latents: Tensor): Tensor {
-    return scope(() => clamp(affine(this.vae.decode(latents), 0.5, 0.5), 0, 1).permute(0, 2, 3, 1).contiguous());
+    return scope(() => pixelsToUnitRange(this.vae.decode(latents)));
   }
 
   private previewImages(packed: Tensor, h: number, w: number): RgbImage[] {
@@ -495,44 +394,10 @@ export class Flux2KleinPipeline implements Pipeline {
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const req = this.validate(request);
     resetPeakMemory();
-    const outputType = req.outputType ?? 'rgb';
-    const result = await this.run({
-      prompts: req.prompt as string[],
-      negativePrompt: req.negativePrompt as string,
-      width: req.width as number,
-      height: req.height as number,
-      numInferenceSteps: req.numInferenceSteps as number,
-      guidanceScale: req.guidanceScale as number,
-      numOutputs: req.numOutputs as number,
-      seed: req.seed as number,
-      images: req.images ?? [],
-      ...(req.latents ? { latents: req.latents } : {}),
-      decode: outputType !== 'latent',
-      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
-      ...(req.signal ? { signal: req.signal } : {}),
-    });
+    const result = await this.run({ ...runParamsOf(req), images: req.images ?? [] });
     result.packedLatents.dispose();
     result.referenceLatents?.dispose();
-    const stats = memoryStats();
-    const peak = this.device === 'cpu' ? stats.hostPeakBytes : stats.devicePeakBytes;
-    const out: GenerateResult = {
-      outputs: result.images ? toRgbImages(result.images).map((img) => [img]) : [],
-      width: req.width as number,
-      height: req.height as number,
-      numFrames: 1,
-      fps: 0,
-      seed: req.seed as number,
-      timings: result.timings,
-      peakMemoryMb: peak / (1024 * 1024),
-    };
-    if (outputType === 'rgb') {
-      result.latents.dispose();
-      result.images?.dispose();
-    } else {
-      out.latents = result.latents;
-      if (result.images) out.floatOutput = result.images;
-    }
-    return out;
+    return generateResult(req, this.device, { latents: result.latents, decoded: result.images, timings: result.timings });
   }
 
   private checkLive(): void {
@@ -542,8 +407,7 @@ export class Flux2KleinPipeline implements Pipeline {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.textEncoder?.dispose();
-    this.textEncoder = null;
+    this.textEncoder.dispose();
     this.transformer.dispose();
     this.vae.dispose();
   }
