@@ -2,8 +2,7 @@
 // reference tokens), the VAE both ways with the batch-norm normalisation, the scheduler tables with
 // the empirical mu and stepping, and the full pipeline (CFG, no CFG, image editing), each computed
 // with this project's code from the case's model folder.
-import { stack } from '../engine/ops/basic.js';
-import { disposeAll, keep, scope, type Tensor, tensor } from '../engine/tensor.js';
+import { disposeAll, type Tensor, tensor } from '../engine/tensor.js';
 import { expectConfig, readComponentConfig } from '../io/diffusers.js';
 import { Flux2Transformer2DModel } from '../models/flux2/transformer.js';
 import { textIds } from '../models/flux2/tokens.js';
@@ -12,21 +11,15 @@ import { AutoencoderKLFlux2 } from '../models/vae/autoencoder-kl-flux2.js';
 import {
   computeEmpiricalMu, encodeFlux2Prompt, FLUX2_MAX_SEQUENCE_LENGTH, FLUX2_TEXT_ENCODER_OUT_LAYERS, flux2DefaultSigmas, Flux2KleinPipeline,
 } from '../pipelines/flux2-klein.js';
-import { loadPipeline } from '../pipelines/load.js';
 import type { RgbImage } from '../pipelines/types.js';
 import { FlowMatchEulerDiscreteScheduler } from '../schedulers/flow-match-euler.js';
+import {
+  checkMaxSequenceLength, isNumber, isPositiveInt, param, positiveIntParam, scheduleTablesCheck, stepSchedulerCheck, withComponent,
+  withPipeline,
+} from './common.js';
 import { type CheckContext, registerCheck } from './registry.js';
 
 const CLASS = 'Flux2KleinPipeline';
-
-function param<T>(ctx: CheckContext, name: string, ok: (v: unknown) => boolean, what: string): T {
-  const v = ctx.check.params[name];
-  if (!ok(v)) throw new Error(`check '${ctx.check.name}': params.${name} must be ${what}`);
-  return v as T;
-}
-
-const isPositiveInt = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
-const isNumber = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
 const sameList = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** The check's text_encoder_out_layers, which must be the pipeline's. */
@@ -37,65 +30,67 @@ function outLayers(ctx: CheckContext): readonly number[] {
   return FLUX2_TEXT_ENCODER_OUT_LAYERS;
 }
 
-registerCheck(CLASS, 'text_encode', async (ctx) => {
+registerCheck(CLASS, 'text_encode', (ctx) => {
   const layers = outLayers(ctx);
-  const cc = await readComponentConfig(ctx.modelDir, 'text_encoder');
-  const encoder = await Qwen3TextEncoder.load(cc.dir, { device: ctx.device, maxHiddenState: Math.max(...layers) });
-  try {
-    const ids = ctx.inputTensor('input_ids').toDevice(ctx.device);
-    const mask = ctx.inputTensor('attention_mask').toDevice(ctx.device);
-    const [b, l] = ids.shape as [number, number];
-    const promptEmbeds = encodeFlux2Prompt(encoder, ids, mask, layers);
-    const one = textIds(l);
-    const all = new BigInt64Array(b * one.length);
-    for (let i = 0; i < b; ++i) all.set(BigInt64Array.from(one, (v) => BigInt(v)), i * one.length);
-    return { prompt_embeds: promptEmbeds, text_ids: tensor(all, [b, l, 4]) };
-  } finally {
-    encoder.dispose();
-  }
+  return withComponent(
+    ctx,
+    'text_encoder',
+    (dir) => Qwen3TextEncoder.load(dir, { device: ctx.device, maxHiddenState: Math.max(...layers) }),
+    (encoder) => {
+      const ids = ctx.inputTensor('input_ids').toDevice(ctx.device);
+      const mask = ctx.inputTensor('attention_mask').toDevice(ctx.device);
+      const [b, l] = ids.shape as [number, number];
+      const promptEmbeds = encodeFlux2Prompt(encoder, ids, mask, layers);
+      const one = textIds(l);
+      const all = new BigInt64Array(b * one.length);
+      for (let i = 0; i < b; ++i) all.set(BigInt64Array.from(one, (v) => BigInt(v)), i * one.length);
+      return { prompt_embeds: promptEmbeds, text_ids: tensor(all, [b, l, 4]) };
+    },
+  );
 });
 
-registerCheck(CLASS, 'transformer', async (ctx) => {
-  const cc = await readComponentConfig(ctx.modelDir, 'transformer');
-  const model = await Flux2Transformer2DModel.load(cc.dir, { device: ctx.device });
-  try {
-    const sample = model.forward(
-      ctx.inputTensor('hidden_states').toDevice(ctx.device),
-      ctx.inputTensor('encoder_hidden_states').toDevice(ctx.device),
-      ctx.inputTensor('timestep').toDevice(ctx.device),
-      ctx.inputTensor('img_ids'),
-      ctx.inputTensor('txt_ids'),
-    );
-    return { sample };
-  } finally {
-    model.dispose();
-  }
-});
+registerCheck(CLASS, 'transformer', (ctx) =>
+  withComponent(
+    ctx,
+    'transformer',
+    (dir) => Flux2Transformer2DModel.load(dir, { device: ctx.device }),
+    (model) => {
+      const sample = model.forward(
+        ctx.inputTensor('hidden_states').toDevice(ctx.device),
+        ctx.inputTensor('encoder_hidden_states').toDevice(ctx.device),
+        ctx.inputTensor('timestep').toDevice(ctx.device),
+        ctx.inputTensor('img_ids'),
+        ctx.inputTensor('txt_ids'),
+      );
+      return { sample };
+    },
+  ),
+);
 
-registerCheck(CLASS, 'vae_decode', async (ctx) => {
-  const cc = await readComponentConfig(ctx.modelDir, 'vae');
-  const vae = await AutoencoderKLFlux2.load(cc.dir, { device: ctx.device });
-  try {
-    return { sample: vae.decode(ctx.inputTensor('latents').toDevice(ctx.device)) };
-  } finally {
-    vae.dispose();
-  }
-});
+registerCheck(CLASS, 'vae_decode', (ctx) =>
+  withComponent(
+    ctx,
+    'vae',
+    (dir) => AutoencoderKLFlux2.load(dir, { device: ctx.device }),
+    (vae) => ({ sample: vae.decode(ctx.inputTensor('latents').toDevice(ctx.device)) }),
+  ),
+);
 
-registerCheck(CLASS, 'vae_encode', async (ctx) => {
-  const cc = await readComponentConfig(ctx.modelDir, 'vae');
-  const vae = await AutoencoderKLFlux2.load(cc.dir, { device: ctx.device });
-  try {
-    const eps = ctx.check.params.batch_norm_eps;
-    if (eps !== undefined && eps !== vae.config.batch_norm_eps)
-      throw new Error(`check '${ctx.check.name}': batch_norm_eps ${String(eps)} differs from the VAE config's ${vae.config.batch_norm_eps}`);
-    const image = ctx.inputTensor('image').toDevice(ctx.device);
-    const { mean, logvar } = vae.encode(image);
-    return { latent_mean: mean, latent_logvar: logvar, image_latents: vae.encodeToPatchified(image) };
-  } finally {
-    vae.dispose();
-  }
-});
+registerCheck(CLASS, 'vae_encode', (ctx) =>
+  withComponent(
+    ctx,
+    'vae',
+    (dir) => AutoencoderKLFlux2.load(dir, { device: ctx.device }),
+    (vae) => {
+      const eps = ctx.check.params.batch_norm_eps;
+      if (eps !== undefined && eps !== vae.config.batch_norm_eps)
+        throw new Error(`check '${ctx.check.name}': batch_norm_eps ${String(eps)} differs from the VAE config's ${vae.config.batch_norm_eps}`);
+      const image = ctx.inputTensor('image').toDevice(ctx.device);
+      const { mean, logvar } = vae.encode(image);
+      return { latent_mean: mean, latent_logvar: logvar, image_latents: vae.encodeToPatchified(image) };
+    },
+  ),
+);
 
 /**
  * Both scheduler checks: `scheduler` (timesteps and sigmas of set_timesteps(sigmas=linspace(1, 1/n, n),
@@ -119,30 +114,9 @@ registerCheck(CLASS, 'scheduler', async (ctx) => {
     if (!isEntry(ctx.check.params)) throw new Error(`check '${ctx.check.name}': params must give num_inference_steps and image_seq_len`);
     const scheduler = schedule(ctx.check.params as unknown as Entry, 'params');
     scheduler.setBeginIndex(0);
-    const outputs = ctx.inputTensor('model_outputs').toDevice(ctx.device);
-    const samples = scope(() => {
-      let x = ctx.inputTensor('sample').toDevice(ctx.device);
-      const all: Tensor[] = [];
-      scheduler.timesteps.forEach((t, i) => {
-        x = scheduler.step(outputs.select(0, i), t, x);
-        all.push(x);
-      });
-      return stack(all, 0);
-    });
-    return { timesteps: tensor(scheduler.timesteps, [scheduler.timesteps.length]), samples };
+    return stepSchedulerCheck(ctx, scheduler);
   }
-  const entries = param<Entry[]>(ctx, 'entries', (v) => Array.isArray(v) && v.every(isEntry), 'a list of {num_inference_steps, image_seq_len, mu?}');
-  const timestepOutputs = Object.keys(ctx.check.outputs).filter((k) => k.startsWith('timesteps_'));
-  if (timestepOutputs.length !== entries.length)
-    throw new Error(`check '${ctx.check.name}': ${entries.length} entries but ${timestepOutputs.length} timesteps_* outputs`);
-  const result: Record<string, Tensor> = {};
-  entries.forEach((e, i) => {
-    const suffix = timestepOutputs[i]!.slice('timesteps_'.length);
-    const scheduler = schedule(e, `entry ${i}`);
-    result[`timesteps_${suffix}`] = tensor(scheduler.timesteps, [scheduler.timesteps.length]);
-    result[`sigmas_${suffix}`] = tensor(scheduler.sigmas, [scheduler.sigmas.length]);
-  });
-  return result;
+  return scheduleTablesCheck<Entry>(ctx, isEntry, 'a list of {num_inference_steps, image_seq_len, mu?}', (e, i) => schedule(e, `entry ${i}`));
 });
 
 /** A float [H, W, 3] image of uint8 / 255 values back to the 8-bit image the reference pipeline received. */
@@ -152,65 +126,59 @@ function toRgb(image: Tensor): RgbImage {
   return { width, height, data };
 }
 
-registerCheck(CLASS, 'pipeline', async (ctx) => {
+registerCheck(CLASS, 'pipeline', (ctx) => {
   const p = ctx.check.params;
-  const int = (name: string) => param<number>(ctx, name, isPositiveInt, 'a positive integer');
-  const maxLen = int('max_sequence_length');
-  if (maxLen !== FLUX2_MAX_SEQUENCE_LENGTH)
-    throw new Error(`check '${ctx.check.name}': Flux2KleinPipeline pads prompts to ${FLUX2_MAX_SEQUENCE_LENGTH} tokens, the check asks for ${maxLen}`);
+  const int = (name: string) => positiveIntParam(ctx, name);
+  checkMaxSequenceLength(ctx, CLASS, FLUX2_MAX_SEQUENCE_LENGTH);
   outLayers(ctx);
   if (typeof p.negative_prompt_when_cfg === 'string' && p.negative_prompt_when_cfg !== '')
     throw new Error(`check '${ctx.check.name}': the reference's CFG negative prompt is "", the check names ${JSON.stringify(p.negative_prompt_when_cfg)}`);
-  const pipeline = await loadPipeline(ctx.modelDir, { device: ctx.device });
-  if (!(pipeline instanceof Flux2KleinPipeline)) throw new Error(`${ctx.modelDir} did not load as a Flux2KleinPipeline`);
-  if (typeof p.is_distilled === 'boolean' && p.is_distilled !== pipeline.settings.isDistilled)
-    throw new Error(`check '${ctx.check.name}': is_distilled ${p.is_distilled} differs from the model's ${pipeline.settings.isDistilled}`);
-  const stepLatents: Tensor[] = [];
-  const extra: Record<string, Tensor> = {};
-  try {
-    const images = 'image' in ctx.check.inputs ? [toRgb(ctx.inputTensor('image'))] : [];
-    // height/width default as the pipeline resolves them (from the reference image when editing)
-    const size = pipeline.validate({
-      prompt: '',
-      images,
-      ...(p.height !== undefined ? { height: int('height') } : {}),
-      ...(p.width !== undefined ? { width: int('width') } : {}),
-    });
-    if (images.length > 0) {
-      const [pre] = pipeline.preprocessReferenceImages(images) as [Tensor];
-      extra.image_preprocessed = pre;
+  return withPipeline(ctx, Flux2KleinPipeline, CLASS, async (pipeline, steps) => {
+    if (typeof p.is_distilled === 'boolean' && p.is_distilled !== pipeline.settings.isDistilled)
+      throw new Error(`check '${ctx.check.name}': is_distilled ${p.is_distilled} differs from the model's ${pipeline.settings.isDistilled}`);
+    const extra: Record<string, Tensor> = {};
+    try {
+      const images = 'image' in ctx.check.inputs ? [toRgb(ctx.inputTensor('image'))] : [];
+      // height/width default as the pipeline resolves them (from the reference image when editing)
+      const size = pipeline.validate({
+        prompt: '',
+        images,
+        ...(p.height !== undefined ? { height: int('height') } : {}),
+        ...(p.width !== undefined ? { width: int('width') } : {}),
+      });
+      if (images.length > 0) {
+        const [pre] = pipeline.preprocessReferenceImages(images) as [Tensor];
+        extra.image_preprocessed = pre;
+      }
+      const run = await pipeline.run({
+        prompts: [param<string>(ctx, 'prompt', (v) => typeof v === 'string', 'a string')],
+        negativePrompt: '',
+        width: size.width as number,
+        height: size.height as number,
+        numInferenceSteps: int('num_inference_steps'),
+        guidanceScale: param<number>(ctx, 'guidance_scale', isNumber, 'a number'),
+        numOutputs: 1,
+        seed: 0,
+        images,
+        latents: ctx.inputTensor('latents'),
+        decode: true,
+        onStepLatents: steps.record,
+      });
+      if (run.referenceLatents) {
+        extra.image_latents = run.referenceLatents;
+        const ids = run.referenceIds;
+        extra.image_latent_ids = tensor(BigInt64Array.from(ids, (v) => BigInt(v)), [1, ids.length / 4, 4]);
+      }
+      return {
+        latents_packed: run.packedLatents,
+        latents: run.latents,
+        images: run.images as Tensor,
+        step_latents: steps.stacked(),
+        ...extra,
+      };
+    } catch (err) {
+      disposeAll(extra);
+      throw err;
     }
-    const run = await pipeline.run({
-      prompts: [param<string>(ctx, 'prompt', (v) => typeof v === 'string', 'a string')],
-      negativePrompt: '',
-      width: size.width as number,
-      height: size.height as number,
-      numInferenceSteps: int('num_inference_steps'),
-      guidanceScale: param<number>(ctx, 'guidance_scale', isNumber, 'a number'),
-      numOutputs: 1,
-      seed: 0,
-      images,
-      latents: ctx.inputTensor('latents'),
-      decode: true,
-      onStepLatents: (_, latents) => stepLatents.push(keep(latents.clone())),
-    });
-    if (run.referenceLatents) {
-      extra.image_latents = run.referenceLatents;
-      const ids = run.referenceIds;
-      extra.image_latent_ids = tensor(BigInt64Array.from(ids, (v) => BigInt(v)), [1, ids.length / 4, 4]);
-    }
-    return {
-      latents_packed: run.packedLatents,
-      latents: run.latents,
-      images: run.images as Tensor,
-      step_latents: stack(stepLatents, 0),
-      ...extra,
-    };
-  } catch (err) {
-    disposeAll(extra);
-    throw err;
-  } finally {
-    disposeAll(stepLatents);
-    pipeline.dispose();
-  }
+  });
 });
