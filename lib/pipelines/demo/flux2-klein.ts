@@ -4,17 +4,14 @@
 // hidden states 9, 18, 27) with the real Qwen3 tokenizer, a bf16 Flux2Transformer2DModel with 2 double-
 // and 2 single-stream blocks, and an AutoencoderKLFlux2 with batch-norm statistics, so every route
 // (edits included) and the CLI can be tried on any machine in seconds.
-import { copyFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { DType } from '../../engine/dtype.js';
 import { affine, exp } from '../../engine/ops/basic.js';
-import { disposeAll, randn, scope, type Tensor, tensor } from '../../engine/tensor.js';
+import { randn, scope, type Tensor, tensor } from '../../engine/tensor.js';
 import { parseComponentConfig } from '../../io/configs.js';
 import { bundledQwen3TokenizerDir } from '../../io/tokenizer.js';
 import { flux2TransformerTensorShapes, flux2VaeTensorShapes } from '../../models/flux2/layout.js';
 import { qwen3TensorShapes } from '../../models/qwen3/layout.js';
 import { registerDemo } from '../load.js';
-import { randomWeights, type TensorShapes, writeComponentWeights, writeJson } from './weights.js';
+import { writeDemoFolder } from './weights.js';
 
 /** Bumped whenever the generated folder changes. */
 const DEMO_FLUX2_KLEIN_VERSION = 1;
@@ -131,54 +128,36 @@ function batchNormBuffers(channels: number, seed: number): Record<string, Tensor
 
 /** Generates the demo:flux2-klein folder into dir. */
 export async function generateDemoFlux2Klein(dir: string): Promise<void> {
-  const sub = async (name: string) => {
-    const d = join(dir, name);
-    await mkdir(d, { recursive: true });
-    return d;
-  };
-  await mkdir(dir, { recursive: true });
-  await writeJson(join(dir, 'model_index.json'), MODEL_INDEX);
-  await writeJson(join(await sub('scheduler'), 'scheduler_config.json'), SCHEDULER);
-  const tokenizerDir = await sub('tokenizer');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(bundledQwen3TokenizerDir(), f), join(tokenizerDir, f));
-
   const vaeConfig = parseComponentConfig('AutoencoderKLFlux2', VAE, 'demo vae');
-  const components: Array<{ name: string; config: Record<string, unknown>; shapes: TensorShapes; dtype: DType; stem: string; extra?: (seed: number) => Record<string, Tensor> }> = [
-    {
-      name: 'text_encoder',
-      config: TEXT_ENCODER,
-      shapes: qwen3TensorShapes(parseComponentConfig('Qwen3ForCausalLM', TEXT_ENCODER, 'demo text_encoder'), 'model.'),
-      dtype: 'bfloat16',
-      stem: 'model',
-    },
-    {
-      name: 'transformer',
-      config: TRANSFORMER,
-      shapes: flux2TransformerTensorShapes(parseComponentConfig('Flux2Transformer2DModel', TRANSFORMER, 'demo transformer')),
-      dtype: 'bfloat16',
-      stem: 'diffusion_pytorch_model',
-    },
-    {
-      name: 'vae',
-      config: VAE,
-      shapes: flux2VaeTensorShapes(vaeConfig).filter(([name]) => !name.startsWith('bn.')),
-      dtype: 'float32',
-      stem: 'diffusion_pytorch_model',
-      extra: (seed) => batchNormBuffers(4 * vaeConfig.latent_channels, seed),
-    },
-  ];
-  let seedBase = 1;
-  for (const c of components) {
-    const d = await sub(c.name);
-    await writeJson(join(d, 'config.json'), c.config);
-    const tensors = { ...randomWeights(c.shapes, seedBase, c.dtype), ...(c.extra?.(seedBase + c.shapes.length) ?? {}) };
-    try {
-      await writeComponentWeights(d, c.stem, tensors);
-    } finally {
-      disposeAll(tensors);
-    }
-    seedBase += 100_000;
-  }
+  await writeDemoFolder(dir, {
+    modelIndex: MODEL_INDEX,
+    scheduler: SCHEDULER,
+    tokenizer: { dir: bundledQwen3TokenizerDir(), files: ['tokenizer.json', 'tokenizer_config.json'] },
+    components: [
+      {
+        name: 'text_encoder',
+        config: TEXT_ENCODER,
+        shapes: qwen3TensorShapes(parseComponentConfig('Qwen3ForCausalLM', TEXT_ENCODER, 'demo text_encoder'), 'model.'),
+        dtype: 'bfloat16',
+        stem: 'model',
+      },
+      {
+        name: 'transformer',
+        config: TRANSFORMER,
+        shapes: flux2TransformerTensorShapes(parseComponentConfig('Flux2Transformer2DModel', TRANSFORMER, 'demo transformer')),
+        dtype: 'bfloat16',
+        stem: 'diffusion_pytorch_model',
+      },
+      {
+        name: 'vae',
+        config: VAE,
+        shapes: flux2VaeTensorShapes(vaeConfig).filter(([name]) => !name.startsWith('bn.')),
+        dtype: 'float32',
+        stem: 'diffusion_pytorch_model',
+        extra: (seed) => batchNormBuffers(4 * vaeConfig.latent_channels, seed),
+      },
+    ],
+  });
 }
 
 registerDemo('flux2-klein', DEMO_FLUX2_KLEIN_VERSION, generateDemoFlux2Klein);

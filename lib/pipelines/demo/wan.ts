@@ -1,17 +1,13 @@
 // demo:wan — a tiny Wan2.1 text-to-video model with deterministic random weights in the real
 // diffusers folder layout (model_index.json, per-component configs, a sharded transformer, a bf16
 // text encoder, a T5 tokenizer), so every route and the CLI can be tried on any machine in seconds.
-import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../../engine/native.js';
-import { elementSize, full, randn, scope, type Tensor } from '../../engine/tensor.js';
-import type { DType } from '../../engine/dtype.js';
-import { mul } from '../../engine/ops/basic.js';
 import { parseComponentConfig } from '../../io/configs.js';
-import { writeSafetensors } from '../../io/safetensors.js';
 import { umt5EncoderTensorShapes } from '../../models/t5/layout.js';
-import { type TensorShapes, wanTransformerTensorShapes, wanVaeTensorShapes } from '../../models/wan/layout.js';
+import { wanTransformerTensorShapes, wanVaeTensorShapes } from '../../models/wan/layout.js';
 import { registerDemo } from '../load.js';
+import { type Init, writeDemoFolder } from './weights.js';
 
 /** Bumped whenever the generated folder changes. */
 const DEMO_WAN_VERSION = 1;
@@ -113,117 +109,55 @@ const VAE = {
 };
 
 /**
- * A deterministic random value for every tensor, scaled like a trained network so activations stay
- * in range: norm gains 1 and norm biases 0, other biases small, matrices 1/sqrt(fan_in), the
- * modulation tables 1/sqrt(dim) (diffusers' init), embeddings of unit scale.
+ * How each tensor is initialised, scaled like a trained network so activations stay in range: norm
+ * gains 1 and norm biases 0, other biases small, matrices 1/sqrt(fan_in), the modulation tables
+ * 1/sqrt(dim) (diffusers' init), embeddings of unit scale.
  */
-function initialValue(name: string, shape: number[], seed: number, dtype: DType): Tensor {
-  return scope(() => {
-    const isNormGain = /(norm[^.]*|norm_[qk])\.(weight|gamma)$/.test(name) || name.endsWith('.gamma');
-    if (isNormGain) return full(shape, 1, { dtype });
-    if (/norm[^.]*\.bias$/.test(name)) return full(shape, 0, { dtype });
-    let std: number;
-    if (name.endsWith('.bias')) std = 0.02;
-    else if (name.endsWith('scale_shift_table')) std = 1 / Math.sqrt(shape[shape.length - 1] as number);
-    else if (name === 'shared.weight') std = 1;
-    else if (name.endsWith('relative_attention_bias.weight')) std = 0.5;
-    else std = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
-    return mul(randn(shape, { seed }), std).to(dtype);
-  });
-}
-
-function randomWeights(shapes: TensorShapes, seedBase: number, dtype: DType): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  shapes.forEach(([name, shape], i) => {
-    out[name] = initialValue(name, shape, seedBase + i, dtype);
-  });
-  return out;
-}
-
-function disposeRecord(tensors: Record<string, Tensor>): void {
-  for (const t of Object.values(tensors)) t.dispose();
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`);
-}
-
-/** Writes the safetensors of one component, sharded with a diffusers index when shards > 1. */
-async function writeComponent(dir: string, stem: string, tensors: Record<string, Tensor>, shards: number): Promise<void> {
-  if (shards === 1) {
-    writeSafetensors(join(dir, `${stem}.safetensors`), tensors, { format: 'pt' });
-    return;
-  }
-  const names = Object.keys(tensors);
-  const per = Math.ceil(names.length / shards);
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  for (let s = 0; s < shards; ++s) {
-    const file = `${stem}-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
-    const part: Record<string, Tensor> = {};
-    for (const name of names.slice(s * per, (s + 1) * per)) {
-      const t = tensors[name]!;
-      part[name] = t;
-      weightMap[name] = file;
-      totalSize += t.numel * elementSize(t.dtype);
-    }
-    writeSafetensors(join(dir, file), part, { format: 'pt' });
-  }
-  await writeJson(join(dir, `${stem}.safetensors.index.json`), { metadata: { total_size: totalSize }, weight_map: weightMap });
+function wanInit(name: string, shape: number[]): Init {
+  const isNormGain = /(norm[^.]*|norm_[qk])\.(weight|gamma)$/.test(name) || name.endsWith('.gamma');
+  if (isNormGain) return 'one';
+  if (/norm[^.]*\.bias$/.test(name)) return 'zero';
+  if (name.endsWith('.bias')) return 0.02;
+  if (name.endsWith('scale_shift_table')) return 1 / Math.sqrt(shape[shape.length - 1] as number);
+  if (name === 'shared.weight') return 1;
+  if (name.endsWith('relative_attention_bias.weight')) return 0.5;
+  return 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
 }
 
 /** Generates the demo:wan folder into dir. */
 export async function generateDemoWan(dir: string): Promise<void> {
-  const sub = async (name: string) => {
-    const d = join(dir, name);
-    await mkdir(d, { recursive: true });
-    return d;
-  };
-  await mkdir(dir, { recursive: true });
-  await writeJson(join(dir, 'model_index.json'), MODEL_INDEX);
-  await writeJson(join(await sub('scheduler'), 'scheduler_config.json'), SCHEDULER);
-
-  const tokenizerDir = await sub('tokenizer');
-  for (const f of await readdir(DEMO_WAN_TOKENIZER_DIR)) await copyFile(join(DEMO_WAN_TOKENIZER_DIR, f), join(tokenizerDir, f));
-
-  const components: Array<{ name: string; config: Record<string, unknown>; shapes: TensorShapes; dtype: DType; stem: string; shards: number }> = [
-    {
-      name: 'text_encoder',
-      config: TEXT_ENCODER,
-      shapes: umt5EncoderTensorShapes(parseComponentConfig('UMT5EncoderModel', TEXT_ENCODER, 'demo text_encoder')),
-      dtype: 'bfloat16',
-      stem: 'model',
-      shards: 1,
-    },
-    {
-      name: 'transformer',
-      config: TRANSFORMER,
-      shapes: wanTransformerTensorShapes(parseComponentConfig('WanTransformer3DModel', TRANSFORMER, 'demo transformer')),
-      dtype: 'float32',
-      stem: 'diffusion_pytorch_model',
-      shards: 2,
-    },
-    {
-      name: 'vae',
-      config: VAE,
-      shapes: wanVaeTensorShapes(parseComponentConfig('AutoencoderKLWan', VAE, 'demo vae')),
-      dtype: 'float32',
-      stem: 'diffusion_pytorch_model',
-      shards: 1,
-    },
-  ];
-  let seedBase = 1;
-  for (const c of components) {
-    const d = await sub(c.name);
-    await writeJson(join(d, 'config.json'), c.config);
-    const tensors = randomWeights(c.shapes, seedBase, c.dtype);
-    try {
-      await writeComponent(d, c.stem, tensors, c.shards);
-    } finally {
-      disposeRecord(tensors);
-    }
-    seedBase += 100_000;
-  }
+  await writeDemoFolder(dir, {
+    modelIndex: MODEL_INDEX,
+    scheduler: SCHEDULER,
+    tokenizer: { dir: DEMO_WAN_TOKENIZER_DIR },
+    components: [
+      {
+        name: 'text_encoder',
+        config: TEXT_ENCODER,
+        shapes: umt5EncoderTensorShapes(parseComponentConfig('UMT5EncoderModel', TEXT_ENCODER, 'demo text_encoder')),
+        dtype: 'bfloat16',
+        stem: 'model',
+        init: wanInit,
+      },
+      {
+        name: 'transformer',
+        config: TRANSFORMER,
+        shapes: wanTransformerTensorShapes(parseComponentConfig('WanTransformer3DModel', TRANSFORMER, 'demo transformer')),
+        dtype: 'float32',
+        stem: 'diffusion_pytorch_model',
+        shards: 2,
+        init: wanInit,
+      },
+      {
+        name: 'vae',
+        config: VAE,
+        shapes: wanVaeTensorShapes(parseComponentConfig('AutoencoderKLWan', VAE, 'demo vae')),
+        dtype: 'float32',
+        stem: 'diffusion_pytorch_model',
+        init: wanInit,
+      },
+    ],
+  });
 }
 
 registerDemo('wan', DEMO_WAN_VERSION, generateDemoWan);

@@ -2,17 +2,13 @@
 // real diffusers folder layout (model_index.json, per-component configs, a sharded bf16 transformer,
 // a bf16 Qwen3 text encoder, the real Qwen3 tokenizer, a 16-channel AutoencoderKL), so every route and
 // the CLI can be tried on any machine in seconds.
-import { copyFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { DType } from '../../engine/dtype.js';
-import { disposeAll } from '../../engine/tensor.js';
 import { parseComponentConfig } from '../../io/configs.js';
 import { bundledQwen3TokenizerDir } from '../../io/tokenizer.js';
 import { qwen3TensorShapes } from '../../models/qwen3/layout.js';
 import { klAutoencoderTensorShapes, klStructure } from '../../models/vae/layout.js';
 import { zimageTransformerTensorShapes } from '../../models/zimage/layout.js';
 import { registerDemo } from '../load.js';
-import { randomWeights, type TensorShapes, writeComponentWeights, writeJson } from './weights.js';
+import { writeDemoFolder } from './weights.js';
 
 /** Bumped whenever the generated folder changes. */
 const DEMO_ZIMAGE_VERSION = 1;
@@ -104,55 +100,35 @@ const VAE = {
 
 /** Generates the demo:zimage folder into dir. */
 export async function generateDemoZImage(dir: string): Promise<void> {
-  const sub = async (name: string) => {
-    const d = join(dir, name);
-    await mkdir(d, { recursive: true });
-    return d;
-  };
-  await mkdir(dir, { recursive: true });
-  await writeJson(join(dir, 'model_index.json'), MODEL_INDEX);
-  await writeJson(join(await sub('scheduler'), 'scheduler_config.json'), SCHEDULER);
-  const tokenizerDir = await sub('tokenizer');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(bundledQwen3TokenizerDir(), f), join(tokenizerDir, f));
-
-  const components: Array<{ name: string; config: Record<string, unknown>; shapes: TensorShapes; dtype: DType; stem: string; shards: number }> = [
-    {
-      name: 'text_encoder',
-      config: TEXT_ENCODER,
-      shapes: qwen3TensorShapes(parseComponentConfig('Qwen3Model', TEXT_ENCODER, 'demo text_encoder')),
-      dtype: 'bfloat16',
-      stem: 'model',
-      shards: 1,
-    },
-    {
-      name: 'transformer',
-      config: TRANSFORMER,
-      shapes: zimageTransformerTensorShapes(parseComponentConfig('ZImageTransformer2DModel', TRANSFORMER, 'demo transformer')),
-      dtype: 'bfloat16',
-      stem: 'diffusion_pytorch_model',
-      shards: 2,
-    },
-    {
-      name: 'vae',
-      config: VAE,
-      shapes: klAutoencoderTensorShapes(klStructure(parseComponentConfig('AutoencoderKL', VAE, 'demo vae'), 'AutoencoderKL')),
-      dtype: 'float32',
-      stem: 'diffusion_pytorch_model',
-      shards: 1,
-    },
-  ];
-  let seedBase = 1;
-  for (const c of components) {
-    const d = await sub(c.name);
-    await writeJson(join(d, 'config.json'), c.config);
-    const tensors = randomWeights(c.shapes, seedBase, c.dtype);
-    try {
-      await writeComponentWeights(d, c.stem, tensors, c.shards);
-    } finally {
-      disposeAll(tensors);
-    }
-    seedBase += 100_000;
-  }
+  await writeDemoFolder(dir, {
+    modelIndex: MODEL_INDEX,
+    scheduler: SCHEDULER,
+    tokenizer: { dir: bundledQwen3TokenizerDir(), files: ['tokenizer.json', 'tokenizer_config.json'] },
+    components: [
+      {
+        name: 'text_encoder',
+        config: TEXT_ENCODER,
+        shapes: qwen3TensorShapes(parseComponentConfig('Qwen3Model', TEXT_ENCODER, 'demo text_encoder')),
+        dtype: 'bfloat16',
+        stem: 'model',
+      },
+      {
+        name: 'transformer',
+        config: TRANSFORMER,
+        shapes: zimageTransformerTensorShapes(parseComponentConfig('ZImageTransformer2DModel', TRANSFORMER, 'demo transformer')),
+        dtype: 'bfloat16',
+        stem: 'diffusion_pytorch_model',
+        shards: 2,
+      },
+      {
+        name: 'vae',
+        config: VAE,
+        shapes: klAutoencoderTensorShapes(klStructure(parseComponentConfig('AutoencoderKL', VAE, 'demo vae'), 'AutoencoderKL')),
+        dtype: 'float32',
+        stem: 'diffusion_pytorch_model',
+      },
+    ],
+  });
 }
 
 registerDemo('zimage', DEMO_ZIMAGE_VERSION, generateDemoZImage);
