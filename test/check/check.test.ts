@@ -8,9 +8,9 @@ import t from 'tap';
 import '../../lib/check/all.js';
 import { findCheck, registerCheck } from '../../lib/check/registry.js';
 import { relL2Error, runCase } from '../../lib/check/run.js';
-import { main } from '../../lib/cli/main.js';
 import * as E from '../../lib/engine/index.js';
 import { SafetensorsFile, writeSafetensors } from '../../lib/io/safetensors.js';
+import { runCli } from '../helpers/cli.js';
 
 const GOLDEN = join(import.meta.dirname, '..', 'fixtures', 'golden');
 const CASES: Array<[string, string]> = [
@@ -21,27 +21,10 @@ const CASES: Array<[string, string]> = [
 const tmp = mkdtempSync(join(tmpdir(), 'nd-check-'));
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Runs the CLI in-process and captures what it prints. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  try {
-    const code = await main(args);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
-
 t.test('every golden case: tokenize passes exactly; kinds without a runner fail with the reason', async (tt) => {
   for (const [c, cls] of CASES) {
     const dir = join(GOLDEN, c);
-    const only = await cli(['check', dir, '--only', 'tokenize']);
+    const only = await runCli(['check', dir, '--only', 'tokenize']);
     tt.equal(only.code, 0, `${c}: --only tokenize exits 0`);
     tt.match(only.out, new RegExp(`^${c} \\(${cls}\\) on cpu$`, 'm'));
     tt.match(only.out, /^tokenize\s+tokenize\s+0\s+exact\s+PASS$/m, `${c}: tokenize line`);
@@ -63,7 +46,7 @@ t.test('every golden case: tokenize passes exactly; kinds without a runner fail 
       ['input_ids', 'exact', 0, [0]],
       ['attention_mask', 'exact', 0, [0]],
     ]);
-    const whole = await cli(['check', dir]);
+    const whole = await runCli(['check', dir]);
     tt.equal(whole.code, full.pass ? 0 : 1, `${c}: exit code follows the results`);
     for (const r of full.checks) tt.match(whole.out, new RegExp(`^${r.name}\\s+${r.kind}\\s+.*${r.pass ? 'PASS' : 'FAIL'}`, 'm'));
   }
@@ -71,25 +54,25 @@ t.test('every golden case: tokenize passes exactly; kinds without a runner fail 
 
 t.test('--json, --only and usage errors', async (tt) => {
   const dir = join(GOLDEN, 'wan21-t2v');
-  const json = await cli(['check', dir, '--json', '--only', 'tokenize,text_encode']);
+  const json = await runCli(['check', dir, '--json', '--only', 'tokenize,text_encode']);
   const parsed = JSON.parse(json.out) as { checks: Array<{ name: string; pass: boolean }>; pass: boolean; pipelineClass: string };
   tt.same(parsed.checks.map((c) => c.name), ['tokenize', 'text_encode']);
   tt.equal(parsed.pipelineClass, 'WanPipeline');
   tt.equal(json.code, parsed.pass ? 0 : 1);
 
-  tt.equal((await cli(['check'])).code, 2, 'no case folder');
-  tt.equal((await cli(['check', dir, '--device', 'tpu'])).code, 2, 'bad device');
-  tt.equal((await cli(['check', dir, '--bogus'])).code, 2, 'unknown option');
-  const help = await cli(['check', '--help']);
+  tt.equal((await runCli(['check'])).code, 2, 'no case folder');
+  tt.equal((await runCli(['check', dir, '--device', 'tpu'])).code, 2, 'bad device');
+  tt.equal((await runCli(['check', dir, '--bogus'])).code, 2, 'unknown option');
+  const help = await runCli(['check', '--help']);
   tt.equal(help.code, 0);
   tt.match(help.out, /Usage: node-diffusion check <case-dir>/);
-  const unknown = await cli(['check', dir, '--only', 'nope']);
+  const unknown = await runCli(['check', dir, '--only', 'nope']);
   tt.equal(unknown.code, 1);
   tt.match(unknown.err, /has no check 'nope' \(checks: tokenize, text_encode/);
-  const missing = await cli(['check', join(tmp, 'nowhere')]);
+  const missing = await runCli(['check', join(tmp, 'nowhere')]);
   tt.equal(missing.code, 1);
   tt.match(missing.err, /cannot read .*nowhere\/case.json/);
-  const usage = await cli(['--help']);
+  const usage = await runCli(['--help']);
   tt.match(usage.out, /^ {2}check$/m, 'listed in the command list');
 });
 
@@ -107,7 +90,7 @@ t.test('a device that cannot be used fails every check with the reason', async (
   const r = await runCase(join(GOLDEN, 'zimage-turbo'), { device: 'cuda', only: ['tokenize'] });
   tt.notOk(r.pass);
   tt.match(r.checks[0]!.reason, /^device cuda is not usable: /);
-  const out = await cli(['check', join(GOLDEN, 'zimage-turbo'), '--device', 'cuda', '--only', 'tokenize']);
+  const out = await runCli(['check', join(GOLDEN, 'zimage-turbo'), '--device', 'cuda', '--only', 'tokenize']);
   tt.equal(out.code, 1);
 });
 
@@ -126,7 +109,7 @@ t.test('a wrong reference id is reported with the number of differing values', a
   const r = await runCase(dir, { only: ['tokenize'] });
   tt.notOk(r.pass);
   tt.equal(r.checks[0]!.reason, 'input_ids: 1 of 2560 values differ');
-  const out = await cli(['check', dir, '--only', 'tokenize']);
+  const out = await runCli(['check', dir, '--only', 'tokenize']);
   tt.equal(out.code, 1);
   tt.match(out.out, /^tokenize\s+tokenize\s+\S+\s+exact\s+FAIL\s+input_ids: 1 of 2560 values differ$/m);
 });

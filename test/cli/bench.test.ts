@@ -6,29 +6,14 @@ import { join } from 'node:path';
 import t from 'tap';
 
 import { type BenchReport, runBench } from '../../lib/cli/bench.js';
-import { main } from '../../lib/cli/main.js';
+import { runCli } from '../helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-bench-cli-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  try {
-    return { code: await main(args), out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
-
 t.test('bench --json on demo:wan reports every measured run and step', async (t) => {
-  const r = await cli(['bench', '--model-path', 'demo:wan', '--num-frames', '5', '--height', '32', '--width', '48',
+  const r = await runCli(['bench', '--model-path', 'demo:wan', '--num-frames', '5', '--height', '32', '--width', '48',
     '--num-inference-steps', '3', '--runs', '2', '--warmup', '1', '--json']);
   t.equal(r.code, 0, r.err);
   const report = JSON.parse(r.out) as BenchReport;
@@ -48,7 +33,7 @@ t.test('bench --json on demo:wan reports every measured run and step', async (t)
 });
 
 t.test('bench prints a table with one row per run', async (t) => {
-  const r = await cli(['bench', '--model-path', 'demo:zimage', '--num-inference-steps', '2', '--runs', '3', '--warmup', '0']);
+  const r = await runCli(['bench', '--model-path', 'demo:zimage', '--num-inference-steps', '2', '--runs', '3', '--warmup', '0']);
   t.equal(r.code, 0, r.err);
   t.match(r.out, /demo:zimage on cpu: 64x64, 1 frame\(s\), 2 steps/);
   t.equal(r.out.split('\n').filter((l) => /^\| \d+ \|/.test(l)).length, 3);
@@ -63,12 +48,12 @@ t.test('bench usage and request errors exit 2', async (t) => {
     [['--model-path', 'demo:wan', '--runs', 'x'], /expected an integer/],
     [['--model-path', 'demo:wan', '--num-frames', '6'], /4k\+1|frame/],
   ] as Array<[string[], RegExp]>) {
-    const r = await cli(['bench', ...args]);
+    const r = await runCli(['bench', ...args]);
     t.equal(r.code, 2, args.join(' '));
     t.match(r.err, msg);
   }
   await t.rejects(runBench(['--model-path', 'demo:wan', '--height', '30']), /16/);
-  const help = await cli(['bench', '--help']);
+  const help = await runCli(['bench', '--help']);
   t.equal(help.code, 0);
   t.match(help.out, /--runs/);
   t.match(help.out, /--model-path/);

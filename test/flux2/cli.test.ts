@@ -8,34 +8,12 @@ import sharp from 'sharp';
 import t from 'tap';
 
 import { generateConfig } from '../../lib/cli/generate.js';
-import { main } from '../../lib/cli/main.js';
 import { decodeImage } from '../../lib/encode/image.js';
+import { runCli } from '../helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-flux2-cli-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  const write = process.stderr.write.bind(process.stderr);
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stderr.write = write;
-  }
-}
 
 /** A PNG file of a gradient picture. */
 async function pngFile(name: string, width: number, height: number, phase: number): Promise<string> {
@@ -51,24 +29,24 @@ const OUT = join(tmp, 'out');
 const BASE = ['generate', '--model-path', 'demo:flux2-klein', '--prompt', 'a red fox in the snow', '--device', 'cpu', '--output-path', OUT];
 
 t.test('text-to-image with the model defaults, and editing with --image-path (size from the first reference)', async (tt) => {
-  const plain = await cli([...BASE, '--num-inference-steps', '2', '--output-file-name', 'plain']);
+  const plain = await runCli([...BASE, '--num-inference-steps', '2', '--output-file-name', 'plain']);
   tt.equal(plain.code, 0, plain.err);
   tt.match(plain.out, /64x64, 1 frame\(s\), seed 42/);
   tt.match(plain.out, /denoising: 2 steps/);
   const a = await pngFile('a.png', 72, 100, 30);
   const b = await pngFile('b.png', 128, 64, 220);
-  const one = await cli([...BASE, '--image-path', a, '--output-file-name', 'one']);
+  const one = await runCli([...BASE, '--image-path', a, '--output-file-name', 'one']);
   tt.equal(one.code, 0, one.err);
   tt.match(one.out, /64x96, 1 frame\(s\)/, '72x100 reference -> 64x96 output');
   tt.match(one.out, /denoising: 4 steps/, "klein's 4 steps by default");
   tt.match(one.out, /encode_images \d/, 'reference encoding timed');
-  const two = await cli([...BASE, '--image-path', a, `--image-path=${b}`, '--output-file-name', 'two']);
+  const two = await runCli([...BASE, '--image-path', a, `--image-path=${b}`, '--output-file-name', 'two']);
   tt.equal(two.code, 0, two.err);
   const imgOne = await decodeImage(readFileSync(join(OUT, 'one.png')));
   const imgTwo = await decodeImage(readFileSync(join(OUT, 'two.png')));
   tt.same([imgOne.width, imgOne.height, imgTwo.width, imgTwo.height], [64, 96, 64, 96]);
   tt.notOk(Buffer.from(imgOne.data).equals(Buffer.from(imgTwo.data)), 'the second reference changes the image');
-  const sized = await cli([...BASE, '--image-path', a, '--width', '48', '--height', '32', '--num-inference-steps', '1', '--output-file-name', 'sized']);
+  const sized = await runCli([...BASE, '--image-path', a, '--width', '48', '--height', '32', '--num-inference-steps', '1', '--output-file-name', 'sized']);
   tt.equal(sized.code, 0, sized.err);
   tt.match(sized.out, /48x32, 1 frame\(s\)/, 'an explicit size wins');
 });
@@ -85,18 +63,18 @@ t.test('--image-path repeats on the command line and is a list in a config file'
 });
 
 t.test('bad reference images are usage errors naming the file', async (tt) => {
-  const missing = await cli([...BASE, '--image-path', join(tmp, 'nope.png')]);
+  const missing = await runCli([...BASE, '--image-path', join(tmp, 'nope.png')]);
   tt.equal(missing.code, 2);
   tt.match(missing.err, /--image-path .*nope\.png: cannot read/);
   const corrupt = join(tmp, 'corrupt.png');
   writeFileSync(corrupt, Buffer.from('not an image at all'));
-  const bad = await cli([...BASE, '--image-path', corrupt]);
+  const bad = await runCli([...BASE, '--image-path', corrupt]);
   tt.equal(bad.code, 2);
   tt.match(bad.err, /--image-path .*corrupt\.png is not a readable image/);
-  const small = await cli([...BASE, '--image-path', await pngFile('small.png', 40, 80, 0)]);
+  const small = await runCli([...BASE, '--image-path', await pngFile('small.png', 40, 80, 0)]);
   tt.equal(small.code, 2);
   tt.match(small.err, /image is too small: 40x80; both sides must be at least 64 pixels/);
-  const zimage = await cli(['generate', '--model-path', 'demo:zimage', '--prompt', 'x', '--device', 'cpu', '--output-path', OUT, '--image-path', await pngFile('c.png', 64, 64, 0)]);
+  const zimage = await runCli(['generate', '--model-path', 'demo:zimage', '--prompt', 'x', '--device', 'cpu', '--output-path', OUT, '--image-path', await pngFile('c.png', 64, 64, 0)]);
   tt.equal(zimage.code, 2);
   tt.match(zimage.err, /text-to-image: it takes no input images/);
 });

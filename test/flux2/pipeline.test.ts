@@ -12,7 +12,10 @@ import { relL2Error } from '../../lib/check/run.js';
 import * as E from '../../lib/engine/index.js';
 import { computeEmpiricalMu, Flux2KleinPipeline, type Flux2KleinRunParams, flux2DefaultSigmas } from '../../lib/pipelines/flux2-klein.js';
 import { demoModelDir, loadPipeline } from '../../lib/pipelines/load.js';
-import { type GenerateRequest, type Progress, RequestError, type RgbImage } from '../../lib/pipelines/types.js';
+import { type GenerateRequest, RequestError, type RgbImage } from '../../lib/pipelines/types.js';
+import {
+  expectCancelledAtStepBoundary, expectDisposeFreesAll, expectRequestErrors, expectTextEncoderReleased, progressReports, stageReports,
+} from '../helpers/pipeline.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-flux2-pipeline-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
@@ -220,17 +223,7 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
     [{ images: [picture(640, 64, 0)] }, 'image', /aspect ratio too extreme for FLUX\.2: 640x64 \(10\.0:1, at most 8:1\)/],
     [{ images: Array.from({ length: 5 }, () => picture(64, 64, 0)) }, 'image', /at most 4 reference images, got 5/],
   ];
-  for (const [patch, param, message] of bad) {
-    let err: unknown;
-    try {
-      pipeline.validate({ ...SMALL, ...patch });
-    } catch (e) {
-      err = e;
-    }
-    tt.ok(err instanceof RequestError, `${JSON.stringify(Object.keys(patch))} -> RequestError`);
-    tt.equal((err as RequestError).param, param);
-    tt.match((err as Error).message, message);
-  }
+  expectRequestErrors(tt, pipeline, SMALL, bad);
   const wrong = E.zeros([1, 128, 4, 6]);
   tt.throws(() => pipeline.validate({ ...SMALL, latents: wrong }), /latents must be \[1,128,2,3\]/);
   wrong.dispose();
@@ -239,72 +232,25 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
 });
 
 t.test('progress per stage and step with previews; cancellation at a step boundary frees everything', async (tt) => {
-  const seen: Array<Pick<Progress, 'stage' | 'step' | 'totalSteps'>> = [];
   let preview: { width: number; height: number; bytes: number } | null = null;
-  await pipeline.generate({
-    ...SMALL,
-    images: [picture(64, 64, 10)],
-    numInferenceSteps: 3,
-    onProgress: async (p) => {
-      await new Promise((r) => setTimeout(r, 1));
-      seen.push({ stage: p.stage, step: p.step, totalSteps: p.totalSteps });
-      if (p.stage === 'denoise' && p.step === 2) {
-        const images = p.preview!();
-        preview = { width: images[0]!.width, height: images[0]!.height, bytes: images[0]!.data.length };
-      }
-    },
+  const seen = await progressReports(pipeline, { ...SMALL, images: [picture(64, 64, 10)], numInferenceSteps: 3 }, (p) => {
+    if (p.step === 2) {
+      const images = p.preview!();
+      preview = { width: images[0]!.width, height: images[0]!.height, bytes: images[0]!.data.length };
+    }
   });
-  tt.same(seen, [
-    { stage: 'encode_prompt', step: 0, totalSteps: 3 },
-    { stage: 'encode_images', step: 0, totalSteps: 3 },
-    { stage: 'prepare_latents', step: 0, totalSteps: 3 },
-    { stage: 'denoise', step: 1, totalSteps: 3 },
-    { stage: 'denoise', step: 2, totalSteps: 3 },
-    { stage: 'denoise', step: 3, totalSteps: 3 },
-    { stage: 'decode', step: 0, totalSteps: 3 },
-  ]);
+  tt.same(seen, stageReports(3, ['encode_prompt', 'encode_images', 'prepare_latents']));
   tt.same(preview, { width: 48, height: 32, bytes: 48 * 32 * 3 }, 'the preview decodes the current latents');
 
   const live = E.memoryStats().liveTensors;
-  const controller = new AbortController();
-  const stepsSeen: number[] = [];
-  await tt.rejects(
-    undistilled.generate({
-      ...SMALL,
-      images: [picture(64, 64, 10)],
-      numInferenceSteps: 4,
-      signal: controller.signal,
-      onProgress: (p) => {
-        if (p.stage !== 'denoise') return;
-        stepsSeen.push(p.step);
-        if (p.step === 2) controller.abort();
-      },
-    }),
-    { name: 'AbortError' },
-  );
-  tt.same(stepsSeen, [1, 2], 'stopped before step 3');
-  tt.equal(E.memoryStats().liveTensors, live, 'no tensor left behind by the cancelled run');
+  await expectCancelledAtStepBoundary(tt, undistilled, { ...SMALL, images: [picture(64, 64, 10)] });
   await pipeline.generate({ ...SMALL, images: [picture(64, 64, 10)], outputType: 'rgb' });
   tt.equal(E.memoryStats().liveTensors, live, 'nor by a finished one');
 });
 
 t.test('the text encoder is released after encoding on the CPU; dispose frees the model', async (tt) => {
-  const mapped = E.memoryStats().mappedBytes;
-  let during = -1;
-  await pipeline.generate({
-    ...SMALL,
-    onProgress: (p) => {
-      if (p.stage === 'encode_prompt') during = E.memoryStats().mappedBytes;
-    },
-  });
-  tt.equal(during, mapped, 'text encoder unmapped right after encoding');
-  const before = E.memoryStats();
-  const p = await loadPipeline(await demoModelDir('demo:flux2-klein'));
-  await p.generate({ ...SMALL, numInferenceSteps: 1 });
-  p.dispose();
-  const after = E.memoryStats();
-  tt.same([after.liveTensors, after.mappedBytes], [before.liveTensors, before.mappedBytes], 'dispose frees every tensor and mapping');
-  await tt.rejects(p.generate(SMALL), /disposed/);
+  await expectTextEncoderReleased(tt, pipeline, SMALL);
+  await expectDisposeFreesAll(tt, await demoModelDir('demo:flux2-klein'), SMALL);
 });
 
 t.test('load errors: mismatched components are named', async (tt) => {

@@ -5,35 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 
-import { main } from '../../lib/cli/main.js';
 import { decodeImage } from '../../lib/encode/image.js';
 import * as E from '../../lib/engine/index.js';
 import { writeSafetensors } from '../../lib/io/safetensors.js';
 import { LoraManager, pipelineLoraTargets } from '../../lib/lora/manager.js';
 import { loadPipeline } from '../../lib/pipelines/load.js';
+import { runCli } from '../helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-lora-cli-'));
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-
-async function cli(args: string[]): Promise<{ code: number; err: string }> {
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  const write = process.stderr.write.bind(process.stderr);
-  console.log = () => {};
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    return { code: await main(args), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stderr.write = write;
-  }
-}
 
 t.test('generate --lora-path merges the LoRA before generating', async (tt) => {
   const pipeline = await loadPipeline('demo:zimage', { device: 'cpu' });
@@ -54,9 +34,9 @@ t.test('generate --lora-path merges the LoRA before generating', async (tt) => {
   E.disposeAll(tensors);
 
   const args = ['generate', '--model-path', 'demo:zimage', '--prompt', 'a fox in the snow', '--device', 'cpu', '--num-inference-steps', '2', '--width', '64', '--height', '64', '--seed', '3', '--output-path', tmp];
-  let r = await cli([...args, '--output-file-name', 'base']);
+  let r = await runCli([...args, '--output-file-name', 'base']);
   tt.equal(r.code, 0, r.err);
-  r = await cli([...args, '--output-file-name', 'styled', '--lora-path', file, '--lora-scale', '0.9']);
+  r = await runCli([...args, '--output-file-name', 'styled', '--lora-path', file, '--lora-scale', '0.9']);
   tt.equal(r.code, 0, r.err);
   const base = (await decodeImage(readFileSync(join(tmp, 'base.png')))).data;
   const styled = (await decodeImage(readFileSync(join(tmp, 'styled.png')))).data;
@@ -65,10 +45,10 @@ t.test('generate --lora-path merges the LoRA before generating', async (tt) => {
   const expected = await pipeline.generate(pipeline.validate({ prompt: 'a fox in the snow', numInferenceSteps: 2, width: 64, height: 64, seed: 3 }));
   tt.same(Buffer.from(styled), Buffer.from(expected.outputs[0]![0]!.data), 'equal to the LoRA merged in-process');
 
-  r = await cli([...args, '--lora-path', join(import.meta.dirname, '..', 'fixtures', 'golden', 'wan21-t2v', 'lora_kohya.safetensors')]);
+  r = await runCli([...args, '--lora-path', join(import.meta.dirname, '..', 'fixtures', 'golden', 'wan21-t2v', 'lora_kohya.safetensors')]);
   tt.equal(r.code, 2, 'a LoRA for another model: usage error');
   tt.match(r.err, /--lora-path .*lora_kohya\.safetensors: LoRA 'default' .* key 'diffusion_model\.blocks\.0\.cross_attn\.k\.alpha' names the layer 'blocks\.0\.cross_attn\.k', which ZImageTransformer2DModel does not have/);
-  r = await cli([...args, '--lora-scale', '0.5']);
+  r = await runCli([...args, '--lora-scale', '0.5']);
   tt.equal(r.code, 2);
   tt.match(r.err, /--lora-scale needs --lora-path/);
 });

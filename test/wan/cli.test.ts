@@ -8,35 +8,13 @@ import sharp from 'sharp';
 import t from 'tap';
 
 import { defaultFileName } from '../../lib/cli/generate.js';
-import { main } from '../../lib/cli/main.js';
 import { ffmpegPath } from '../../lib/encode/video.js';
 import { demoModelDir } from '../../lib/pipelines/load.js';
+import { runCli } from '../helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-wan-cli-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  const write = process.stderr.write.bind(process.stderr);
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stderr.write = write;
-  }
-}
 
 /** Stream properties and decoded frame count of a video, read with the bundled ffmpeg. */
 function probe(file: string): { codec: string; pixFmt: string; width: number; height: number; fps: number; frames: number } {
@@ -52,7 +30,7 @@ const BASE = ['generate', '--model-path', 'demo:wan', '--prompt', 'a red fox tro
 
 t.test('generate writes an H.264 MP4 with the requested frames, size and fps, and reports timings', async (tt) => {
   const outDir = join(tmp, 'mp4');
-  const r = await cli([...BASE, '--num-frames', '9', '--width', '96', '--height', '64', '--fps', '8', '--num-inference-steps', '3', '--output-path', outDir, '--output-file-name', 'fox']);
+  const r = await runCli([...BASE, '--num-frames', '9', '--width', '96', '--height', '64', '--fps', '8', '--num-inference-steps', '3', '--output-path', outDir, '--output-file-name', 'fox']);
   tt.equal(r.code, 0, 'exit code 0');
   const file = join(outDir, 'fox.mp4');
   tt.match(r.out, `wrote ${file}`);
@@ -69,7 +47,7 @@ t.test('generate writes an H.264 MP4 with the requested frames, size and fps, an
 
 t.test('--num-frames 1 writes a PNG; default file name from prompt, time and parameters; outputs per prompt', async (tt) => {
   const outDir = join(tmp, 'png');
-  const r = await cli([...BASE, '--num-frames', '1', '--width', '48', '--height', '32', '--num-inference-steps', '1', '--num-outputs-per-prompt', '2', '--output-path', outDir]);
+  const r = await runCli([...BASE, '--num-frames', '1', '--width', '48', '--height', '32', '--num-inference-steps', '1', '--num-outputs-per-prompt', '2', '--output-path', outDir]);
   tt.equal(r.code, 0, 'exit code 0');
   const files = readdirSync(outDir).sort();
   tt.equal(files.length, 2);
@@ -87,7 +65,7 @@ t.test('--<component>-path replaces a component folder', async (tt) => {
   const vae = join(tmp, 'other-vae');
   cpSync(join(dir, 'vae'), vae, { recursive: true });
   const outDir = join(tmp, 'override');
-  const r = await cli([...BASE, '--vae-path', vae, '--num-frames', '1', '--width', '32', '--height', '32', '--num-inference-steps', '1', '--output-path', outDir, '--output-file-name', 'x']);
+  const r = await runCli([...BASE, '--vae-path', vae, '--num-frames', '1', '--width', '32', '--height', '32', '--num-inference-steps', '1', '--output-path', outDir, '--output-file-name', 'x']);
   tt.equal(r.code, 0, 'exit code 0');
   tt.ok(existsSync(join(outDir, 'x.png')));
 });
@@ -107,15 +85,15 @@ t.test('usage and request errors exit with 2 and a message, writing nothing', as
     [[...BASE, '--bogus'], /unknown option --bogus/],
   ];
   for (const [args, message] of cases) {
-    const r = await cli([...args, '--output-path', outDir]);
+    const r = await runCli([...args, '--output-path', outDir]);
     tt.equal(r.code, 2, args.join(' '));
     tt.match(r.err, message);
   }
   tt.notOk(existsSync(outDir), 'no output folder created');
-  const missing = await cli([...BASE, '--vae-path', join(tmp, 'no-such-vae'), '--output-path', outDir]);
+  const missing = await runCli([...BASE, '--vae-path', join(tmp, 'no-such-vae'), '--output-path', outDir]);
   tt.equal(missing.code, 1);
   tt.match(missing.err, /cannot load demo:wan: --vae-path: .*no-such-vae does not exist/);
-  const help = await cli(['generate', '--help']);
+  const help = await runCli(['generate', '--help']);
   tt.equal(help.code, 0);
   tt.match(help.out, /--num-frames <int>/);
 });

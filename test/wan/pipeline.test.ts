@@ -1,14 +1,18 @@
 // WanPipeline through loadPipeline('demo:wan'): request validation, seeded determinism, output
 // types, progress and cancellation, memory release, and the demo model cache.
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 
 import * as E from '../../lib/engine/index.js';
 import { demoModelDir, loadPipeline, registerDemo, registerPipeline } from '../../lib/pipelines/load.js';
-import { type GenerateRequest, type Pipeline, type Progress, RequestError } from '../../lib/pipelines/types.js';
+import { type GenerateRequest, type Pipeline, RequestError } from '../../lib/pipelines/types.js';
 import { WAN_DEFAULT_NEGATIVE_PROMPT, WanPipeline } from '../../lib/pipelines/wan.js';
+import {
+  expectCancelledAtStepBoundary, expectDemoCache, expectDisposeFreesAll, expectRequestErrors, expectTextEncoderReleased, progressReports,
+  stageReports,
+} from '../helpers/pipeline.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-wan-pipeline-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
@@ -112,17 +116,7 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
     [{ prompt: [] }, 'prompt', /non-empty list/],
     [{ images: [{ width: 1, height: 1, data: new Uint8Array(3) }] }, 'images', /text-to-video/],
   ];
-  for (const [patch, param, message] of bad) {
-    let err: unknown;
-    try {
-      pipeline.validate({ ...SMALL, ...patch });
-    } catch (e) {
-      err = e;
-    }
-    tt.ok(err instanceof RequestError, `${JSON.stringify(patch)} -> RequestError`);
-    tt.equal((err as RequestError).param, param);
-    tt.match((err as Error).message, message);
-  }
+  expectRequestErrors(tt, pipeline, SMALL, bad);
   const wrong = E.zeros([1, 16, 3, 4, 6]);
   tt.throws(() => pipeline.validate({ ...SMALL, latents: wrong }), /latents must be \[1,16,2,4,6\]/);
   wrong.dispose();
@@ -132,85 +126,27 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
 });
 
 t.test('progress per stage and step (awaited), cancellation at a step boundary frees everything', async (tt) => {
-  const seen: Array<Pick<Progress, 'stage' | 'step' | 'totalSteps'>> = [];
   let previewFrames = 0;
-  await pipeline.generate({
-    ...SMALL,
-    numInferenceSteps: 3,
-    onProgress: async (p) => {
-      await new Promise((r) => setTimeout(r, 1));
-      seen.push({ stage: p.stage, step: p.step, totalSteps: p.totalSteps });
-      if (p.stage === 'denoise') {
-        tt.ok(p.stepMs > 0, 'step time');
-        if (p.step === 2) previewFrames = p.preview!().length;
-      }
-    },
+  const seen = await progressReports(pipeline, { ...SMALL, numInferenceSteps: 3 }, (p) => {
+    tt.ok(p.stepMs > 0, 'step time');
+    if (p.step === 2) previewFrames = p.preview!().length;
   });
-  tt.same(seen, [
-    { stage: 'encode_prompt', step: 0, totalSteps: 3 },
-    { stage: 'prepare_latents', step: 0, totalSteps: 3 },
-    { stage: 'denoise', step: 1, totalSteps: 3 },
-    { stage: 'denoise', step: 2, totalSteps: 3 },
-    { stage: 'denoise', step: 3, totalSteps: 3 },
-    { stage: 'decode', step: 0, totalSteps: 3 },
-  ]);
+  tt.same(seen, stageReports(3, ['encode_prompt', 'prepare_latents']));
   tt.equal(previewFrames, 5, 'the preview decodes the current latents');
-
-  const live = E.memoryStats().liveTensors;
-  const controller = new AbortController();
-  const steps: number[] = [];
-  await tt.rejects(
-    pipeline.generate({
-      ...SMALL,
-      numInferenceSteps: 4,
-      signal: controller.signal,
-      onProgress: (p) => {
-        if (p.stage !== 'denoise') return;
-        steps.push(p.step);
-        if (p.step === 2) controller.abort();
-      },
-    }),
-    { name: 'AbortError' },
-  );
-  tt.same(steps, [1, 2], 'stopped before step 3');
-  tt.equal(E.memoryStats().liveTensors, live, 'no tensor left behind by the cancelled run');
+  await expectCancelledAtStepBoundary(tt, pipeline, SMALL);
 });
 
 t.test('the text encoder is released after encoding on the CPU', async (tt) => {
-  const mapped = E.memoryStats().mappedBytes;
-  let during = 0;
-  await pipeline.generate({
-    ...SMALL,
-    onProgress: (p) => {
-      if (p.stage === 'encode_prompt') during = E.memoryStats().mappedBytes;
-    },
-  });
-  tt.equal(during, mapped, 'text encoder unmapped right after encoding');
-  tt.equal(E.memoryStats().mappedBytes, mapped);
+  await expectTextEncoderReleased(tt, pipeline, SMALL);
 });
 
 t.test('demo cache: generated once, reused, regenerated when incomplete; dispose frees the model', async (tt) => {
-  const dir = await demoModelDir('demo:wan');
-  const index = join(dir, 'model_index.json');
-  const stamp = statSync(index).mtimeMs;
-  tt.equal(await demoModelDir('demo:wan'), dir, 'same folder');
-  tt.equal(statSync(index).mtimeMs, stamp, 'not regenerated');
-  const shard = readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors'));
-  rmSync(index);
-  tt.equal(await demoModelDir('demo:wan'), dir);
-  tt.ok(readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors')).equals(shard), 'deterministic weights');
+  const dir = await expectDemoCache(tt, 'demo:wan');
   await tt.rejects(loadPipeline('demo:nope'), /unknown demo model 'demo:nope' \(available: demo:wan/);
-
-  const before = E.memoryStats();
-  const p = await loadPipeline(dir);
-  tt.ok(p instanceof WanPipeline, 'a local folder loads the same pipeline');
-  tt.equal(p.info.modelPath, dir);
-  await p.generate({ ...SMALL, numInferenceSteps: 1 });
-  p.dispose();
-  const after = E.memoryStats();
-  tt.equal(after.liveTensors, before.liveTensors, 'dispose frees every tensor');
-  tt.equal(after.mappedBytes, before.mappedBytes, 'and unmaps the weights');
-  await tt.rejects(p.generate(SMALL), /disposed/);
+  await expectDisposeFreesAll(tt, dir, SMALL, (p) => {
+    tt.ok(p instanceof WanPipeline, 'a local folder loads the same pipeline');
+    tt.equal(p.info.modelPath, dir);
+  });
 });
 
 t.test('loadPipeline errors: unknown pipeline class, missing folder, unsupported Wan variants', async (tt) => {

@@ -6,34 +6,12 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import t from 'tap';
 
-import { main } from '../../lib/cli/main.js';
 import { decodeImage } from '../../lib/encode/image.js';
+import { runCli } from '../helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-zimage-cli-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  const write = process.stderr.write.bind(process.stderr);
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-    process.stderr.write = write;
-  }
-}
 
 const BASE = ['generate', '--model-path', 'demo:zimage', '--prompt', 'a lighthouse on a cliff at dusk', '--device', 'cpu', '--num-inference-steps', '2'];
 
@@ -46,7 +24,7 @@ t.test('each --output-format writes a decodable image of the requested size', as
   ];
   const pixels: Buffer[] = [];
   for (const [flag, ext, sharpFormat] of formats) {
-    const r = await cli([...BASE, '--width', '96', '--height', '64', '--seed', '5', '--output-format', flag, '--output-path', outDir, '--output-file-name', `out-${flag}`]);
+    const r = await runCli([...BASE, '--width', '96', '--height', '64', '--seed', '5', '--output-format', flag, '--output-path', outDir, '--output-file-name', `out-${flag}`]);
     tt.equal(r.code, 0, r.err);
     const file = join(outDir, `out-${flag}.${ext}`);
     tt.match(r.out, `wrote ${file}`);
@@ -69,7 +47,7 @@ t.test('each --output-format writes a decodable image of the requested size', as
 t.test('quality flags reach the encoder; PNG ignores them', async (tt) => {
   const outDir = join(tmp, 'quality');
   const size = async (extra: string[], name: string, ext: string) => {
-    const r = await cli([...BASE, '--width', '128', '--height', '128', ...extra, '--output-path', outDir, '--output-file-name', name]);
+    const r = await runCli([...BASE, '--width', '128', '--height', '128', ...extra, '--output-path', outDir, '--output-file-name', name]);
     tt.equal(r.code, 0, r.err);
     return statSync(join(outDir, `${name}.${ext}`)).size;
   };
@@ -94,7 +72,7 @@ t.test('usage errors exit 2 and write nothing', async (tt) => {
     [['--output-quality', 'ultra'], /--output-quality/],
   ];
   for (const [extra, message] of bad) {
-    const r = await cli([...BASE, '--height', '64', ...extra, '--output-path', outDir]);
+    const r = await runCli([...BASE, '--height', '64', ...extra, '--output-path', outDir]);
     tt.equal(r.code, 2, `${extra.join(' ')}: exit 2`);
     tt.match(r.err, message);
   }

@@ -1,7 +1,7 @@
 // ZImagePipeline through loadPipeline('demo:zimage'): defaults (Turbo vs base Z-Image), request
 // validation, seeded determinism, output types, CFG with its normalisation and truncation, progress
 // with previews, cancellation, memory release, and the demo model cache.
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -9,10 +9,14 @@ import t from 'tap';
 import { relL2Error } from '../../lib/check/run.js';
 import * as E from '../../lib/engine/index.js';
 import { demoModelDir, loadPipeline } from '../../lib/pipelines/load.js';
-import { type GenerateRequest, type Progress, RequestError } from '../../lib/pipelines/types.js';
+import { type GenerateRequest, RequestError } from '../../lib/pipelines/types.js';
 import {
   ZIMAGE_BASE_DEFAULTS, ZIMAGE_TURBO_DEFAULTS, ZImagePipeline, type ZImageRunParams, zimageDefaults, zimageDefaultSigmas,
 } from '../../lib/pipelines/zimage.js';
+import {
+  expectCancelledAtStepBoundary, expectDemoCache, expectDisposeFreesAll, expectRequestErrors, expectTextEncoderReleased, progressReports,
+  stageReports,
+} from '../helpers/pipeline.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'nd-zimage-pipeline-'));
 process.env.ND_DEMO_CACHE = join(tmp, 'demo');
@@ -194,17 +198,7 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
     [{ outputType: 'png' as never }, 'output_type', /rgb, float or latent/],
     [{ images: [{ width: 1, height: 1, data: new Uint8Array(3) }] }, 'images', /text-to-image/],
   ];
-  for (const [patch, param, message] of bad) {
-    let err: unknown;
-    try {
-      pipeline.validate({ ...SMALL, ...patch });
-    } catch (e) {
-      err = e;
-    }
-    tt.ok(err instanceof RequestError, `${JSON.stringify(patch)} -> RequestError`);
-    tt.equal((err as RequestError).param, param);
-    tt.match((err as Error).message, message);
-  }
+  expectRequestErrors(tt, pipeline, SMALL, bad);
   const wrong = E.zeros([1, 16, 2, 6]);
   tt.throws(() => pipeline.validate({ ...SMALL, latents: wrong }), /latents must be \[1,16,4,6\]/);
   wrong.dispose();
@@ -213,90 +207,30 @@ t.test('validation: clear RequestErrors naming the parameter', async (tt) => {
 });
 
 t.test('progress per stage and step (awaited) with previews; cancellation at a step boundary frees everything', async (tt) => {
-  const seen: Array<Pick<Progress, 'stage' | 'step' | 'totalSteps'>> = [];
   let preview: { width: number; height: number; bytes: number } | null = null;
-  await pipeline.generate({
-    ...SMALL,
-    numInferenceSteps: 3,
-    onProgress: async (p) => {
-      await new Promise((r) => setTimeout(r, 1));
-      seen.push({ stage: p.stage, step: p.step, totalSteps: p.totalSteps });
-      if (p.stage === 'denoise') {
-        tt.ok(p.stepMs > 0, 'step time');
-        if (p.step === 2) {
-          const images = p.preview!();
-          tt.equal(images.length, 1);
-          preview = { width: images[0]!.width, height: images[0]!.height, bytes: images[0]!.data.length };
-        }
-      }
-    },
+  const seen = await progressReports(pipeline, { ...SMALL, numInferenceSteps: 3 }, (p) => {
+    tt.ok(p.stepMs > 0, 'step time');
+    if (p.step === 2) {
+      const images = p.preview!();
+      tt.equal(images.length, 1);
+      preview = { width: images[0]!.width, height: images[0]!.height, bytes: images[0]!.data.length };
+    }
   });
-  tt.same(seen, [
-    { stage: 'encode_prompt', step: 0, totalSteps: 3 },
-    { stage: 'prepare_latents', step: 0, totalSteps: 3 },
-    { stage: 'denoise', step: 1, totalSteps: 3 },
-    { stage: 'denoise', step: 2, totalSteps: 3 },
-    { stage: 'denoise', step: 3, totalSteps: 3 },
-    { stage: 'decode', step: 0, totalSteps: 3 },
-  ]);
+  tt.same(seen, stageReports(3, ['encode_prompt', 'prepare_latents']));
   tt.same(preview, { width: 48, height: 32, bytes: 48 * 32 * 3 }, 'the preview decodes the current latents');
-
-  const live = E.memoryStats().liveTensors;
-  const controller = new AbortController();
-  const stepsSeen: number[] = [];
-  await tt.rejects(
-    pipeline.generate({
-      ...SMALL,
-      numInferenceSteps: 4,
-      guidanceScale: 2,
-      signal: controller.signal,
-      onProgress: (p) => {
-        if (p.stage !== 'denoise') return;
-        stepsSeen.push(p.step);
-        if (p.step === 2) controller.abort();
-      },
-    }),
-    { name: 'AbortError' },
-  );
-  tt.same(stepsSeen, [1, 2], 'stopped before step 3');
-  tt.equal(E.memoryStats().liveTensors, live, 'no tensor left behind by the cancelled run');
+  await expectCancelledAtStepBoundary(tt, pipeline, { ...SMALL, guidanceScale: 2 });
 });
 
 t.test('the text encoder is released after encoding on the CPU', async (tt) => {
-  const mapped = E.memoryStats().mappedBytes;
-  let during = -1;
-  await pipeline.generate({
-    ...SMALL,
-    onProgress: (p) => {
-      if (p.stage === 'encode_prompt') during = E.memoryStats().mappedBytes;
-    },
-  });
-  tt.equal(during, mapped, 'text encoder unmapped right after encoding');
-  tt.equal(E.memoryStats().mappedBytes, mapped);
+  await expectTextEncoderReleased(tt, pipeline, SMALL);
 });
 
 t.test('demo cache: generated once, reused, regenerated when incomplete; dispose frees the model', async (tt) => {
-  const dir = await demoModelDir('demo:zimage');
-  const index = join(dir, 'model_index.json');
-  const stamp = statSync(index).mtimeMs;
-  tt.equal(await demoModelDir('demo:zimage'), dir, 'same folder');
-  tt.equal(statSync(index).mtimeMs, stamp, 'not regenerated');
-  tt.ok(statSync(join(dir, 'transformer', 'diffusion_pytorch_model.safetensors.index.json')).isFile(), 'sharded transformer');
-  const shard = readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors'));
-  rmSync(index);
-  tt.equal(await demoModelDir('demo:zimage'), dir);
-  tt.ok(readFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors')).equals(shard), 'deterministic weights');
-
-  const before = E.memoryStats();
-  const p = await loadPipeline(dir);
-  tt.ok(p instanceof ZImagePipeline, 'a local folder loads the same pipeline');
-  tt.equal(p.info.modelPath, dir);
-  await p.generate({ ...SMALL, numInferenceSteps: 1 });
-  p.dispose();
-  const after = E.memoryStats();
-  tt.equal(after.liveTensors, before.liveTensors, 'dispose frees every tensor');
-  tt.equal(after.mappedBytes, before.mappedBytes, 'and unmaps the weights');
-  await tt.rejects(p.generate(SMALL), /disposed/);
+  const dir = await expectDemoCache(tt, 'demo:zimage');
+  await expectDisposeFreesAll(tt, dir, SMALL, (p) => {
+    tt.ok(p instanceof ZImagePipeline, 'a local folder loads the same pipeline');
+    tt.equal(p.info.modelPath, dir);
+  });
 });
 
 t.test('load errors: mismatched components are named', async (tt) => {
