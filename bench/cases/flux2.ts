@@ -15,10 +15,11 @@ import { parseComponentConfig } from '../../lib/io/configs.js';
 import { flux2TransformerTensorShapes, flux2Widths } from '../../lib/models/flux2/layout.js';
 import { concatIds, latentIds, referenceIds, textIds } from '../../lib/models/flux2/tokens.js';
 import { Flux2Transformer2DModel } from '../../lib/models/flux2/transformer.js';
-import type { WeightSource } from '../../lib/models/weights.js';
+import { fanInStd } from '../../lib/pipelines/demo/weights.js';
 import { FLUX2_MAX_SEQUENCE_LENGTH } from '../../lib/pipelines/flux2-klein.js';
 import { cpuNote, timeWithCpu } from '../cpu-time.js';
 import { type BenchCase, type BenchRow } from '../lib.js';
+import { inMemoryWeights } from '../random-weights.js';
 import { torchRows } from '../torch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,22 +40,8 @@ function blockFlops(tokens: number, d: number, f: number): number {
 type Flux2Config = ReturnType<typeof parseComponentConfig<'Flux2Transformer2DModel'>>;
 
 /** Random bf16 weights under the real names, held in memory (1/sqrt(fan_in) matrices, unit norm gains). */
-function randomWeights(config: Flux2Config): { source: WeightSource; tensors: Map<string, E.Tensor> } {
-  const tensors = new Map<string, E.Tensor>();
-  flux2TransformerTensorShapes(config).forEach(([name, shape], i) => {
-    const t =
-      shape.length === 1
-        ? E.ones(shape, { dtype: 'bfloat16' })
-        : E.scope(() => E.mul(E.randn(shape, { seed: i + 1 }), 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1))).to('bfloat16'));
-    tensors.set(name, E.keep(t));
-  });
-  const source: WeightSource = {
-    get: (n) => tensors.get(n)!,
-    has: (n) => tensors.has(n),
-    info: (n) => ({ dtype: tensors.get(n)!.dtype, shape: tensors.get(n)!.shape }),
-    names: () => [...tensors.keys()],
-  };
-  return { source, tensors };
+function randomWeights(config: Flux2Config): ReturnType<typeof inMemoryWeights> {
+  return inMemoryWeights(flux2TransformerTensorShapes(config), 'bfloat16', (_, shape) => (shape.length === 1 ? 'one' : fanInStd(shape)));
 }
 
 const flux2: BenchCase = async (ctx) => {

@@ -15,6 +15,7 @@ import { parseComponentConfig } from '../../lib/io/configs.js';
 import { writeSafetensors } from '../../lib/io/safetensors.js';
 import { wanTransformerTensorShapes } from '../../lib/models/wan/layout.js';
 import { WanTransformer3DModel } from '../../lib/models/wan/transformer.js';
+import { fanInStd, randomWeights } from '../../lib/pipelines/demo/weights.js';
 import { type BenchCase, type BenchRow, timeIt } from '../lib.js';
 import { torchRows } from '../torch.js';
 
@@ -29,12 +30,9 @@ export function writeTransformer(dir: string): Record<string, unknown> {
   const config = { ...(JSON.parse(readFileSync(REAL, 'utf8')) as Record<string, unknown>), num_layers: BLOCKS };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
   const shapes = wanTransformerTensorShapes(parseComponentConfig('WanTransformer3DModel', config, 'bench'));
-  const tensors: Record<string, E.Tensor> = {};
-  shapes.forEach(([name, shape], i) => {
-    tensors[name] = /norm.*\.weight$/.test(name)
-      ? E.ones(shape)
-      : E.scope(() => E.mul(E.randn(shape, { seed: i + 1 }), name.endsWith('.bias') ? 0.02 : 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1))));
-  });
+  const tensors = randomWeights(shapes, 1, 'float32', (name, shape) =>
+    /norm.*\.weight$/.test(name) ? 'one' : name.endsWith('.bias') ? 0.02 : fanInStd(shape),
+  );
   writeSafetensors(join(dir, 'diffusion_pytorch_model.safetensors'), tensors);
   E.disposeAll(tensors);
   return config;

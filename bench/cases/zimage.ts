@@ -11,10 +11,11 @@ import { fileURLToPath } from 'node:url';
 
 import * as E from '../../lib/engine/index.js';
 import { parseComponentConfig } from '../../lib/io/configs.js';
-import type { WeightSource } from '../../lib/models/weights.js';
 import { zimageFfnDim, zimageTransformerTensorShapes } from '../../lib/models/zimage/layout.js';
 import { ZImageTransformer2DModel } from '../../lib/models/zimage/transformer.js';
+import { fanInStd } from '../../lib/pipelines/demo/weights.js';
 import { type BenchCase, type BenchRow, timeIt } from '../lib.js';
+import { inMemoryWeights } from '../random-weights.js';
 import { torchRows } from '../torch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -28,23 +29,11 @@ function blockFlops(l: number, d: number, f: number): number {
   return 4 * 2 * l * d * d + 4 * l * l * d + 3 * 2 * l * d * f;
 }
 
-/** Random bf16 weights under the real names, held in memory (1/sqrt(fan_in) matrices, unit norm gains). */
-function randomWeights(config: ReturnType<typeof parseComponentConfig<'ZImageTransformer2DModel'>>): { source: WeightSource; tensors: Map<string, E.Tensor> } {
-  const tensors = new Map<string, E.Tensor>();
-  zimageTransformerTensorShapes(config).forEach(([name, shape], i) => {
-    const t =
-      shape.length === 1 && name.endsWith('.weight')
-        ? E.ones(shape, { dtype: 'bfloat16' })
-        : E.scope(() => E.mul(E.randn(shape, { seed: i + 1 }), name.endsWith('.bias') ? 0.02 : 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1))).to('bfloat16'));
-    tensors.set(name, E.keep(t));
-  });
-  const source: WeightSource = {
-    get: (n) => tensors.get(n)!,
-    has: (n) => tensors.has(n),
-    info: (n) => ({ dtype: tensors.get(n)!.dtype, shape: tensors.get(n)!.shape }),
-    names: () => [...tensors.keys()],
-  };
-  return { source, tensors };
+/** Random bf16 weights under the real names, held in memory (1/sqrt(fan_in) matrices, unit norm gains, biases 0.02). */
+function randomWeights(config: ReturnType<typeof parseComponentConfig<'ZImageTransformer2DModel'>>): ReturnType<typeof inMemoryWeights> {
+  return inMemoryWeights(zimageTransformerTensorShapes(config), 'bfloat16', (name, shape) =>
+    shape.length === 1 && name.endsWith('.weight') ? 'one' : name.endsWith('.bias') ? 0.02 : fanInStd(shape),
+  );
 }
 
 const zimage: BenchCase = async (ctx) => {

@@ -7,7 +7,7 @@ import { parseComponentConfig } from '../../io/configs.js';
 import { umt5EncoderTensorShapes } from '../../models/t5/layout.js';
 import { wanTransformerTensorShapes, wanVaeTensorShapes } from '../../models/wan/layout.js';
 import { registerDemo } from '../load.js';
-import { type Init, writeDemoFolder } from './weights.js';
+import { fanInStd, type Init, writeDemoFolder } from './weights.js';
 
 /** Bumped whenever the generated folder changes. */
 const DEMO_WAN_VERSION = 1;
@@ -121,7 +121,7 @@ function wanInit(name: string, shape: number[]): Init {
   if (name.endsWith('scale_shift_table')) return 1 / Math.sqrt(shape[shape.length - 1] as number);
   if (name === 'shared.weight') return 1;
   if (name.endsWith('relative_attention_bias.weight')) return 0.5;
-  return 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+  return fanInStd(shape);
 }
 
 /** Generates the demo:wan folder into dir. */

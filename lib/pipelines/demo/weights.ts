@@ -14,6 +14,11 @@ export type TensorShapes = Array<[name: string, shape: number[]]>;
 /** How one tensor is initialised: 'one'/'zero' constants, or normal noise of this standard deviation. */
 export type Init = 'one' | 'zero' | number;
 
+/** 1/sqrt(fan_in): the standard deviation that keeps a layer's outputs at the scale of its inputs. */
+export function fanInStd(shape: number[]): number {
+  return 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+}
+
 /**
  * The default initialisation: 1-D weights (norm gains) 1 and norm biases 0, other biases 0.02,
  * matrices, tables and conv kernels 1/sqrt(fan_in).
@@ -22,7 +27,7 @@ export function defaultInit(name: string, shape: number[]): Init {
   if (shape.length === 1 && name.endsWith('.weight')) return 'one';
   if (/(^|[._])(norm[^.]*|layernorm|group_norm)\.bias$/.test(name)) return 'zero';
   if (name.endsWith('.bias')) return 0.02;
-  return 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+  return fanInStd(shape);
 }
 
 /** Random tensors for every (name, shape), initialised by `init`; tensor i draws from the Philox stream of seedBase + i. */
