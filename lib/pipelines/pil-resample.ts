@@ -3,7 +3,7 @@
 // kernel widened by the scale factor when downscaling, weights normalised per output pixel and
 // rounded to 22-bit fixed point, sums rounded and clipped to 0..255 after each pass. Pipelines that
 // resize their input images with PIL (FLUX.2's reference images) use this to see the same pixels.
-import type { RgbImage } from '../pipelines/types.js';
+import type { RgbImage } from './types.js';
 
 /** Fixed-point precision of the coefficients (PRECISION_BITS = 32 - 8 - 2). */
 const PRECISION_BITS = 22;
