@@ -5,6 +5,7 @@
 // are widened to float32 once at load. Converted copies belong to the model.
 import type { DType } from '../engine/dtype.js';
 import { type Device, disposeAll, keep, type Tensor } from '../engine/tensor.js';
+import type { WeightSet } from '../io/weights.js';
 
 export interface WeightSource {
   get(name: string): Tensor;
@@ -125,5 +126,36 @@ export class ModelParams {
   dispose(): void {
     disposeAll(this.owned);
     this.owned.length = 0;
+  }
+}
+
+/**
+ * A model over checkpoint weights whose parameters LoRA adapters may target: what the forward pass
+ * uses, by checkpoint name, and, when the model loaded them itself, the mapped weights it owns.
+ */
+export abstract class CheckpointModel {
+  protected constructor(
+    protected readonly params: ModelParams,
+    private readonly weights: WeightSet | null,
+  ) {}
+
+  /**
+   * The tensor the forward pass uses for a checkpoint weight (diffusers name): the mapped view itself
+   * for matrices kept in their stored dtype, so LoRA merging can write into it; float32 copies for
+   * small vectors.
+   */
+  parameter(name: string): Tensor {
+    return this.params.taken(name);
+  }
+
+  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
+  parameterNames(): string[] {
+    return this.params.takenNames();
+  }
+
+  /** Frees the converted parameters and, when the model loaded them, the mapped weights. */
+  dispose(): void {
+    this.params.dispose();
+    this.weights?.dispose();
   }
 }

@@ -7,14 +7,15 @@
 // and the SwiGLU input in one matrix) and a fused output projection. Attention has per-head RMS
 // norms on q/k and interleaved RoPE over 4-axis position ids (t, h, w, l); the final AdaLN layer norm
 // and projection map the image tokens back to latent channels. No linear has a bias.
-import { add, affine, concat, cos, mul, sin, silu } from '../../engine/ops/basic.js';
+import { add, affine, concat, mul, silu } from '../../engine/ops/basic.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { layerNorm, rmsNorm, rope } from '../../engine/ops/nn.js';
-import { type Device, keep, scope, type Tensor, tensor } from '../../engine/tensor.js';
+import { type Device, scope, type Tensor, tensor } from '../../engine/tensor.js';
 import type { Flux2Transformer2DConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { readConfigFile } from '../component-config.js';
-import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
+import type { WeightSet } from '../../io/weights.js';
+import { byTokenRanges, chunkTokensOption, ropeFrequencies, timestepFrequencies, timestepSinusoid } from '../common.js';
+import { loadFromFolder } from '../component-config.js';
+import { CheckpointModel, ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 import { flux2Widths } from './layout.js';
 
 const NAME = 'Flux2Transformer2DModel';
@@ -86,13 +87,11 @@ export interface Flux2TransformerLoadOptions extends ParamOptions {
   ffnChunkTokens?: number;
 }
 
-export class Flux2Transformer2DModel {
+export class Flux2Transformer2DModel extends CheckpointModel {
   readonly config: Flux2Transformer2DConfig;
   readonly inner: number;
   readonly mlpHidden: number;
   readonly outChannels: number;
-  private readonly params: ModelParams;
-  private readonly weights: WeightSet | null;
   private readonly ffnChunkTokens: number;
   private readonly timestepEmbedder: Embedder;
   private readonly guidanceEmbedder: Embedder | null;
@@ -112,12 +111,10 @@ export class Flux2Transformer2DModel {
 
   /** Builds the model over weights (owned and disposed by the model when `owns` is given). */
   constructor(weights: WeightSource, config: Flux2Transformer2DConfig, opts: Flux2TransformerLoadOptions = {}, owns: WeightSet | null = null) {
+    super(new ModelParams(NAME, weights, opts), owns);
     checkSupported(config);
     this.config = config;
-    this.weights = owns;
-    this.ffnChunkTokens = opts.ffnChunkTokens ?? FFN_CHUNK_TOKENS;
-    if (!Number.isInteger(this.ffnChunkTokens) || this.ffnChunkTokens < 1)
-      throw new RangeError(`${NAME}: ffnChunkTokens must be a positive integer, got ${opts.ffnChunkTokens}`);
+    this.ffnChunkTokens = chunkTokensOption(NAME, opts.ffnChunkTokens, FFN_CHUNK_TOKENS);
     const c = config;
     const { inner: d, mlpHidden: mlp, outChannels } = flux2Widths(c);
     this.inner = d;
@@ -125,7 +122,7 @@ export class Flux2Transformer2DModel {
     this.outChannels = outChannels;
     const hd = c.attention_head_dim;
     const ch = c.timestep_guidance_channels;
-    const p = (this.params = new ModelParams(NAME, weights, opts));
+    const p = this.params;
     const embedder = (name: string): Embedder => ({
       linear1: p.matrix(`time_guidance_embed.${name}.linear_1.weight`, [d, ch]),
       linear2: p.matrix(`time_guidance_embed.${name}.linear_2.weight`, [d, d]),
@@ -171,39 +168,15 @@ export class Flux2Transformer2DModel {
     this.projOut = p.matrix('proj_out.weight', [outChannels, d]);
     p.checkAllUsed();
 
-    // get_timestep_embedding: exp(-ln(10000) i / half), float32 arithmetic as in torch
-    const half = ch / 2;
-    const f = Math.fround;
-    const freqs = Float32Array.from({ length: half }, (_, i) => Math.exp(f(f(f(-Math.log(10000)) * i) / half)));
-    this.timestepFreqs = keep(tensor(freqs, [1, half], { device: p.device }));
+    // get_timestep_embedding
+    this.timestepFreqs = timestepFrequencies(ch, p.device);
     // Flux2PosEmbed: 1 / theta^(arange(0, d, 2) / d) in float64
-    this.axisFreqs = c.axes_dims_rope.map((dim) => Float64Array.from({ length: dim / 2 }, (_, i) => 1 / c.rope_theta ** ((2 * i) / dim)));
+    this.axisFreqs = c.axes_dims_rope.map((dim) => ropeFrequencies(dim, c.rope_theta));
   }
 
   /** Loads a diffusers `transformer` folder (config.json + safetensors, memory-mapped). */
-  static async load(dir: string, opts: Flux2TransformerLoadOptions = {}): Promise<Flux2Transformer2DModel> {
-    const config = await readConfigFile(dir, NAME);
-    const weights = await openWeights(dir);
-    try {
-      return new Flux2Transformer2DModel(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
-  }
-
-  /**
-   * The tensor the forward pass uses for a checkpoint weight (diffusers name, e.g.
-   * 'transformer_blocks.0.attn.to_q.weight'): the mapped view itself for matrices kept in their stored
-   * dtype, so LoRA merging can write into it; float32 copies for the norm vectors.
-   */
-  parameter(name: string): Tensor {
-    return this.params.taken(name);
-  }
-
-  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
-  parameterNames(): string[] {
-    return this.params.takenNames();
+  static load(dir: string, opts: Flux2TransformerLoadOptions = {}): Promise<Flux2Transformer2DModel> {
+    return loadFromFolder(dir, NAME, (weights, config) => new Flux2Transformer2DModel(weights, config, opts, weights));
   }
 
   get inChannels(): number {
@@ -217,9 +190,7 @@ export class Flux2Transformer2DModel {
 
   /** Timesteps(flip_sin_to_cos) -> TimestepEmbedding (linear, SiLU, linear) of values already scaled by 1000. */
   private embed(e: Embedder, scaled: Tensor): Tensor {
-    const args = mul(scaled.reshape(-1, 1), this.timestepFreqs);
-    const proj = concat([cos(args), sin(args)], -1);
-    return linear(linear(proj, e.linear1, null, 'silu'), e.linear2);
+    return linear(linear(timestepSinusoid(scaled, this.timestepFreqs), e.linear1, null, 'silu'), e.linear2);
   }
 
   /**
@@ -262,15 +233,6 @@ export class Flux2Transformer2DModel {
     return attention(rq, rk, v.permute(0, 2, 1, 3)).transpose(1, 2).reshape(b, l, this.inner);
   }
 
-  /** run(start, end) over token ranges of at most ffnChunkTokens, concatenated along dim 1. */
-  private byTokens(length: number, run: (start: number, end: number) => Tensor): Tensor {
-    const chunk = this.ffnChunkTokens;
-    if (length <= chunk) return run(0, length);
-    const parts: Tensor[] = [];
-    for (let at = 0; at < length; at += chunk) parts.push(scope(() => run(at, Math.min(length, at + chunk))));
-    return concat(parts, 1);
-  }
-
   /** Flux2SwiGLU: silu(first half) * second half of the last dim. */
   private swiglu(x: Tensor): Tensor {
     const [gate, value] = x.chunk(2, -1) as [Tensor, Tensor];
@@ -279,7 +241,7 @@ export class Flux2Transformer2DModel {
 
   /** Flux2FeedForward: linear_in -> SwiGLU -> linear_out, in token slices. */
   private feedForward(x: Tensor, wIn: Tensor, wOut: Tensor): Tensor {
-    return this.byTokens(x.size(1), (at, end) => linear(this.swiglu(linear(x.slice(1, at, end), wIn)), wOut));
+    return byTokenRanges(x.size(1), this.ffnChunkTokens, (at, end) => linear(this.swiglu(linear(x.slice(1, at, end), wIn)), wOut));
   }
 
   /** LayerNorm (no affine) then (1 + scale) * x + shift, with [B, 1, D] tables. */
@@ -330,7 +292,7 @@ export class Flux2Transformer2DModel {
       const attn = this.attend(this.heads(q, blk.normQ), this.heads(k, blk.normK), v.reshape(b, t, this.config.num_attention_heads, -1), rotary);
       qkv.dispose();
       const mlpW = blk.qkvMlp.slice(0, 3 * d);
-      const out = this.byTokens(t, (at, end) => {
+      const out = byTokenRanges(t, this.ffnChunkTokens, (at, end) => {
         const act = this.swiglu(linear(nh.slice(1, at, end), mlpW));
         return linear(concat([attn.slice(1, at, end), act], -1), blk.toOut);
       });
@@ -402,10 +364,9 @@ export class Flux2Transformer2DModel {
     });
   }
 
-  /** Frees the converted parameters and, when the model loaded them, the mapped weights. */
-  dispose(): void {
-    this.params.dispose();
-    this.weights?.dispose();
+  /** Frees the converted parameters, the frequency table and, when the model loaded them, the mapped weights. */
+  override dispose(): void {
+    super.dispose();
     this.timestepFreqs.dispose();
     this.doubleBlocks.length = 0;
     this.singleBlocks.length = 0;

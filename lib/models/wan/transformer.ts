@@ -3,16 +3,16 @@
 // patchify + linear), run through blocks of self-attention with 3D rotary positions, cross-attention
 // to the text and a GELU-tanh feed-forward, each modulated by the timestep (6-way shift/scale/gate),
 // and projected back to patches.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { add, affine, concat, cos, mul, sin, silu } from '../../engine/ops/basic.js';
+import { add, affine, concat, mul, silu } from '../../engine/ops/basic.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { layerNorm, rmsNorm, rope } from '../../engine/ops/nn.js';
 import { keep, scope, type Tensor, tensor } from '../../engine/tensor.js';
 import type { SequenceParallel, SequenceShard } from '../../parallel/sequence.js';
-import { parseComponentConfig, type WanTransformer3DConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
+import type { WanTransformer3DConfig } from '../../io/configs.js';
+import type { WeightSet } from '../../io/weights.js';
+import { byTokenSlices, chunkTokensOption, ropeFrequencies, timestepFrequencies, timestepSinusoid } from '../common.js';
+import { loadFromFolder } from '../component-config.js';
+import { CheckpointModel, ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 
 const NAME = 'WanTransformer3DModel';
 
@@ -64,11 +64,12 @@ const FFN_CHUNK_TOKENS = 8192;
  */
 function axisAngles(positions: number, dim: number): { cos: Float32Array; sin: Float32Array } {
   const pairs = dim / 2;
+  const freqs = ropeFrequencies(dim, 10000);
   const c = new Float32Array(positions * pairs);
   const s = new Float32Array(positions * pairs);
   for (let p = 0; p < positions; ++p)
     for (let i = 0; i < pairs; ++i) {
-      const freq = 1 / 10000 ** ((2 * i) / dim);
+      const freq = freqs[i] as number;
       c[p * pairs + i] = Math.cos(p * freq);
       s[p * pairs + i] = Math.sin(p * freq);
     }
@@ -92,12 +93,10 @@ export interface WanForwardOptions {
   sequenceParallel?: SequenceParallel | null;
 }
 
-export class WanTransformer3DModel {
+export class WanTransformer3DModel extends CheckpointModel {
   readonly config: WanTransformer3DConfig;
   readonly innerDim: number;
   readonly outChannels: number;
-  private readonly params: ModelParams;
-  private readonly weights: WeightSet | null;
   private readonly ffnChunkTokens: number;
   private readonly patchEmbedding: Linear;
   private readonly timeEmbedder1: Linear;
@@ -114,16 +113,14 @@ export class WanTransformer3DModel {
 
   /** Builds the model over weights (owned and disposed by the model when `owns` is given). */
   constructor(weights: WeightSource, config: WanTransformer3DConfig, opts: WanTransformerLoadOptions = {}, owns: WeightSet | null = null) {
+    super(new ModelParams(NAME, weights, opts), owns);
     checkSupported(config);
     this.config = config;
-    this.weights = owns;
-    this.ffnChunkTokens = opts.ffnChunkTokens ?? FFN_CHUNK_TOKENS;
-    if (!Number.isInteger(this.ffnChunkTokens) || this.ffnChunkTokens < 1)
-      throw new RangeError(`${NAME}: ffnChunkTokens must be a positive integer, got ${opts.ffnChunkTokens}`);
+    this.ffnChunkTokens = chunkTokensOption(NAME, opts.ffnChunkTokens, FFN_CHUNK_TOKENS);
     const c = config;
     const inner = (this.innerDim = c.num_attention_heads * c.attention_head_dim);
     const out = (this.outChannels = c.out_channels ?? c.in_channels);
-    const p = (this.params = new ModelParams(NAME, weights, opts));
+    const p = this.params;
     const lin = (name: string, outF: number, inF: number): Linear => ({
       weight: p.matrix(`${name}.weight`, [outF, inF]),
       bias: p.vector(`${name}.bias`, [outF]),
@@ -164,46 +161,13 @@ export class WanTransformer3DModel {
     this.projOut = lin('proj_out', out * pt * ph * pw, inner);
     p.checkAllUsed();
 
-    // Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0): exp(-ln(10000) i / half), float32 as in torch
-    const half = c.freq_dim / 2;
-    const f = Math.fround;
-    const freqs = Float32Array.from({ length: half }, (_, i) => Math.exp(f(f(f(-Math.log(10000)) * i) / half)));
-    this.timestepFreqs = keep(tensor(freqs, [1, half], { device: p.device }));
+    // Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0)
+    this.timestepFreqs = timestepFrequencies(c.freq_dim, p.device);
   }
 
   /** Loads a diffusers `transformer` folder (config.json + sharded safetensors, memory-mapped). */
-  static async load(dir: string, opts: WanTransformerLoadOptions = {}): Promise<WanTransformer3DModel> {
-    const file = join(dir, 'config.json');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await readFile(file, 'utf8'));
-    } catch (err) {
-      throw new Error(`${file}: cannot read the transformer config: ${(err as Error).message}`);
-    }
-    const declared = (raw as { _class_name?: unknown } | null)?._class_name;
-    if (declared !== undefined && declared !== NAME) throw new Error(`${file}: _class_name is ${JSON.stringify(declared)}, expected "${NAME}"`);
-    const config = parseComponentConfig(NAME, raw, file);
-    const weights = await openWeights(dir);
-    try {
-      return new WanTransformer3DModel(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
-  }
-
-  /**
-   * The tensor the forward pass uses for a checkpoint weight (diffusers name, e.g.
-   * 'blocks.0.attn1.to_q.weight'): the mapped view itself for matrices kept in their stored dtype, so
-   * LoRA merging can write into it; float32 copies for small vectors.
-   */
-  parameter(name: string): Tensor {
-    return this.params.taken(name);
-  }
-
-  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
-  parameterNames(): string[] {
-    return this.params.takenNames();
+  static load(dir: string, opts: WanTransformerLoadOptions = {}): Promise<WanTransformer3DModel> {
+    return loadFromFolder(dir, NAME, (weights, config) => new WanTransformer3DModel(weights, config, opts, weights));
   }
 
   /** dtype the large matrices are stored (or were converted) in */
@@ -213,8 +177,7 @@ export class WanTransformer3DModel {
 
   /** [B, freq_dim]: cos and sin of t * freqs (the flipped sinusoidal embedding of diffusers' Timesteps). */
   private timestepEmbedding(timestep: Tensor): Tensor {
-    const args = mul(timestep.to('float32').reshape(-1, 1), this.timestepFreqs);
-    return concat([cos(args), sin(args)], -1);
+    return timestepSinusoid(timestep.to('float32'), this.timestepFreqs);
   }
 
   /**
@@ -277,13 +240,9 @@ export class WanTransformer3DModel {
   }
 
   private feedForward(block: WanBlock, x: Tensor): Tensor {
-    const run = (part: Tensor) => linear(linear(part, block.ffnIn.weight, block.ffnIn.bias, 'gelu_tanh'), block.ffnOut.weight, block.ffnOut.bias);
-    const l = x.size(1);
-    const chunk = this.ffnChunkTokens;
-    if (l <= chunk) return run(x);
-    const parts: Tensor[] = [];
-    for (let at = 0; at < l; at += chunk) parts.push(scope(() => run(x.slice(1, at, Math.min(l, at + chunk)))));
-    return concat(parts, 1);
+    return byTokenSlices(x, this.ffnChunkTokens, (part) =>
+      linear(linear(part, block.ffnIn.weight, block.ffnIn.bias, 'gelu_tanh'), block.ffnOut.weight, block.ffnOut.bias),
+    );
   }
 
   /** x * (1 + scale) + shift with scale/shift [B, 1, dim] broadcast over the tokens. */
@@ -372,9 +331,8 @@ export class WanTransformer3DModel {
   }
 
   /** Frees the converted parameters, cached tables and, when the model loaded them, the mapped weights. */
-  dispose(): void {
-    this.params.dispose();
-    this.weights?.dispose();
+  override dispose(): void {
+    super.dispose();
     this.timestepFreqs.dispose();
     if (this.ropeCache) {
       this.ropeCache.cos.dispose();

@@ -8,14 +8,15 @@
 // feed-forward, each sandwiched between two RMS norms and gated by tanh(gate) under modulation.
 // Items of a batch may differ in caption length (CFG runs the prompt and the negative prompt
 // together): sequences are padded to the longest and keys past each item's length are masked.
-import { add, affine, concat, cos, mul, pad, sin, stack, tanh, silu } from '../../engine/ops/basic.js';
+import { add, affine, concat, mul, pad, stack, tanh, silu } from '../../engine/ops/basic.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { layerNorm, rmsNorm, rope } from '../../engine/ops/nn.js';
-import { type Device, keep, scope, type Tensor, tensor } from '../../engine/tensor.js';
+import { type Device, scope, type Tensor, tensor } from '../../engine/tensor.js';
 import type { ZImageTransformer2DConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { readConfigFile } from '../component-config.js';
-import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
+import type { WeightSet } from '../../io/weights.js';
+import { byTokenSlices, chunkTokensOption, ropeFrequencies, timestepFrequencies, timestepSinusoid } from '../common.js';
+import { loadFromFolder } from '../component-config.js';
+import { CheckpointModel, ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 import { ZIMAGE_TIMESTEP_FREQ_DIM, ZIMAGE_TIMESTEP_MLP_DIM, zimageAdalnDim, zimageFfnDim } from './layout.js';
 
 const NAME = 'ZImageTransformer2DModel';
@@ -100,11 +101,9 @@ export interface ZImageTransformerLoadOptions extends ParamOptions {
   ffnChunkTokens?: number;
 }
 
-export class ZImageTransformer2DModel {
+export class ZImageTransformer2DModel extends CheckpointModel {
   readonly config: ZImageTransformer2DConfig;
   readonly headDim: number;
-  private readonly params: ModelParams;
-  private readonly weights: WeightSet | null;
   private readonly ffnChunkTokens: number;
   private readonly heads = new Map<string, PatchHead>();
   private readonly xPadToken: Tensor;
@@ -123,18 +122,16 @@ export class ZImageTransformer2DModel {
 
   /** Builds the model over weights (owned and disposed by the model when `owns` is given). */
   constructor(weights: WeightSource, config: ZImageTransformer2DConfig, opts: ZImageTransformerLoadOptions = {}, owns: WeightSet | null = null) {
+    super(new ModelParams(NAME, weights, opts), owns);
     checkSupported(config);
     this.config = config;
-    this.weights = owns;
-    this.ffnChunkTokens = opts.ffnChunkTokens ?? FFN_CHUNK_TOKENS;
-    if (!Number.isInteger(this.ffnChunkTokens) || this.ffnChunkTokens < 1)
-      throw new RangeError(`${NAME}: ffnChunkTokens must be a positive integer, got ${opts.ffnChunkTokens}`);
+    this.ffnChunkTokens = chunkTokensOption(NAME, opts.ffnChunkTokens, FFN_CHUNK_TOKENS);
     const c = config;
     const dim = c.dim;
     const hd = (this.headDim = dim / c.n_heads);
     const adaln = zimageAdalnDim(c);
     const ffn = zimageFfnDim(c);
-    const p = (this.params = new ModelParams(NAME, weights, opts));
+    const p = this.params;
     const lin = (name: string, outF: number, inF: number, bias = true): Linear => ({
       weight: p.matrix(`${name}.weight`, [outF, inF]),
       bias: bias ? p.vector(`${name}.bias`, [outF]) : null,
@@ -176,39 +173,15 @@ export class ZImageTransformer2DModel {
     for (let i = 0; i < c.n_layers; ++i) this.layers.push(block(`layers.${i}`, true));
     p.checkAllUsed();
 
-    // TimestepEmbedder.timestep_embedding: exp(-ln(10000) i / half), float32 arithmetic as in torch
-    const half = ZIMAGE_TIMESTEP_FREQ_DIM / 2;
-    const f = Math.fround;
-    const freqs = Float32Array.from({ length: half }, (_, i) => Math.exp(f(f(f(-Math.log(10000)) * i) / half)));
-    this.timestepFreqs = keep(tensor(freqs, [1, half], { device: p.device }));
+    // TimestepEmbedder.timestep_embedding
+    this.timestepFreqs = timestepFrequencies(ZIMAGE_TIMESTEP_FREQ_DIM, p.device);
     // RopeEmbedder.precompute_freqs_cis: 1 / theta^(arange(0, d, 2) / d) in float64
-    this.axisFreqs = c.axes_dims.map((d) => Float64Array.from({ length: d / 2 }, (_, i) => 1 / c.rope_theta ** ((2 * i) / d)));
+    this.axisFreqs = c.axes_dims.map((d) => ropeFrequencies(d, c.rope_theta));
   }
 
   /** Loads a diffusers `transformer` folder (config.json + sharded safetensors, memory-mapped). */
-  static async load(dir: string, opts: ZImageTransformerLoadOptions = {}): Promise<ZImageTransformer2DModel> {
-    const config = await readConfigFile(dir, NAME);
-    const weights = await openWeights(dir);
-    try {
-      return new ZImageTransformer2DModel(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
-  }
-
-  /**
-   * The tensor the forward pass uses for a checkpoint weight (diffusers name, e.g.
-   * 'layers.0.attention.to_q.weight'): the mapped view itself for matrices kept in their stored dtype,
-   * so LoRA merging can write into it; float32 copies for small vectors.
-   */
-  parameter(name: string): Tensor {
-    return this.params.taken(name);
-  }
-
-  /** Names of every checkpoint weight the forward uses (each valid for parameter()). */
-  parameterNames(): string[] {
-    return this.params.takenNames();
+  static load(dir: string, opts: ZImageTransformerLoadOptions = {}): Promise<ZImageTransformer2DModel> {
+    return loadFromFolder(dir, NAME, (weights, config) => new ZImageTransformer2DModel(weights, config, opts, weights));
   }
 
   get inChannels(): number {
@@ -222,8 +195,7 @@ export class ZImageTransformer2DModel {
 
   /** t_embedder(t * t_scale): sinusoidal embedding (cos, sin) -> Linear -> SiLU -> Linear, [B, adaln]. */
   private timestepEmbedding(t: Tensor): Tensor {
-    const args = mul(mul(t.to('float32').reshape(-1, 1), this.config.t_scale), this.timestepFreqs);
-    const freq = concat([cos(args), sin(args)], -1);
+    const freq = timestepSinusoid(mul(t.to('float32'), this.config.t_scale), this.timestepFreqs);
     return linear(linear(freq, this.tMlp1.weight, this.tMlp1.bias, 'silu'), this.tMlp2.weight, this.tMlp2.bias);
   }
 
@@ -271,13 +243,7 @@ export class ZImageTransformer2DModel {
   }
 
   private feedForward(block: ZImageBlock, x: Tensor): Tensor {
-    const run = (part: Tensor) => linear(mul(linear(part, block.w1, null, 'silu'), linear(part, block.w3)), block.w2);
-    const l = x.size(1);
-    const chunk = this.ffnChunkTokens;
-    if (l <= chunk) return run(x);
-    const parts: Tensor[] = [];
-    for (let at = 0; at < l; at += chunk) parts.push(scope(() => run(x.slice(1, at, Math.min(l, at + chunk)))));
-    return concat(parts, 1);
+    return byTokenSlices(x, this.ffnChunkTokens, (part) => linear(mul(linear(part, block.w1, null, 'silu'), linear(part, block.w3)), block.w2));
   }
 
   /**
@@ -413,10 +379,9 @@ export class ZImageTransformer2DModel {
     return { size: [f, h, w], grid, imageTokens, imagePadded: roundUp(imageTokens), captionTokens, captionPadded };
   }
 
-  /** Frees the converted parameters and, when the model loaded them, the mapped weights. */
-  dispose(): void {
-    this.params.dispose();
-    this.weights?.dispose();
+  /** Frees the converted parameters, the frequency table and, when the model loaded them, the mapped weights. */
+  override dispose(): void {
+    super.dispose();
     this.timestepFreqs.dispose();
     this.layers.length = 0;
     this.noiseRefiner.length = 0;
