@@ -6,8 +6,8 @@
 import { add, div, mul, sqrt, sub } from '../../engine/ops/basic.js';
 import { keep, scope, type Tensor } from '../../engine/tensor.js';
 import type { AutoencoderKLFlux2Config } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { readConfigFile } from '../component-config.js';
+import type { WeightSet } from '../../io/weights.js';
+import { loadFromFolder } from '../component-config.js';
 import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 import { KLAutoencoderCore } from './autoencoder-kl.js';
 import { type KLStructure, klStructure } from './layout.js';
@@ -74,15 +74,8 @@ export class AutoencoderKLFlux2 {
   }
 
   /** Loads a diffusers `vae` folder (config.json + safetensors, memory-mapped). */
-  static async load(dir: string, opts: AutoencoderKLFlux2LoadOptions = {}): Promise<AutoencoderKLFlux2> {
-    const config = await readConfigFile(dir, NAME);
-    const weights = await openWeights(dir);
-    try {
-      return new AutoencoderKLFlux2(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
+  static load(dir: string, opts: AutoencoderKLFlux2LoadOptions = {}): Promise<AutoencoderKLFlux2> {
+    return loadFromFolder(dir, NAME, (weights, config) => new AutoencoderKLFlux2(weights, config, opts, weights));
   }
 
   /** Pixels per latent along each side (2^(levels - 1): 8 for four levels). */
@@ -96,19 +89,12 @@ export class AutoencoderKLFlux2 {
 
   /** AutoencoderKLFlux2.encode(image).latent_dist: mean and (clamped) log-variance, [B, latent, H/8, W/8]. */
   encode(image: Tensor): { mean: Tensor; logvar: Tensor } {
-    const s = this.structure;
-    if (image.ndim !== 4 || image.size(1) !== s.inChannels)
-      throw new RangeError(`${NAME}: images must be [B, ${s.inChannels}, H, W], got [${image.shape}]`);
-    const f = this.core.encoder.downFactor;
-    if (image.size(2) % f || image.size(3) % f) throw new RangeError(`${NAME}: image size ${image.size(2)}x${image.size(3)} is not a multiple of ${f}`);
-    return this.core.encode(image.to('float32'));
+    return this.core.encode(image);
   }
 
   /** AutoencoderKLFlux2.decode(z): the raw decoder output [B, out, 8h, 8w] (the model's [-1, 1] range, not clamped). */
   decode(z: Tensor): Tensor {
-    const s = this.structure;
-    if (z.ndim !== 4 || z.size(1) !== s.latentChannels) throw new RangeError(`${NAME}: latents must be [B, ${s.latentChannels}, h, w], got [${z.shape}]`);
-    return this.core.decode(z.to('float32'));
+    return this.core.decode(z);
   }
 
   private checkPatchified(x: Tensor): void {

@@ -11,8 +11,8 @@ import { attention, linear } from '../../engine/ops/linalg.js';
 import { conv2d, groupNorm, upsampleNearest } from '../../engine/ops/nn.js';
 import { scope, type Tensor } from '../../engine/tensor.js';
 import type { AutoencoderKLConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { readConfigFile } from '../component-config.js';
+import type { WeightSet } from '../../io/weights.js';
+import { loadFromFolder } from '../component-config.js';
 import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 import { type KLStructure, klStructure } from './layout.js';
 
@@ -243,8 +243,11 @@ export class KLAutoencoderCore {
   readonly decoder: VaeDecoder;
   private readonly quantConv: Conv | null;
   private readonly postQuantConv: Conv | null;
+  /** the VAE class, for error messages */
+  private readonly component: string;
 
-  constructor(p: ModelParams, s: KLStructure) {
+  constructor(p: ModelParams, private readonly s: KLStructure) {
+    this.component = p.component;
     const r = new PartReader(p);
     this.encoder = new VaeEncoder(p, s);
     this.decoder = new VaeDecoder(p, s);
@@ -253,21 +256,33 @@ export class KLAutoencoderCore {
   }
 
   /**
-   * The latent distribution of images [B, in, H, W] in [-1, 1]: mean and log-variance, each
-   * [B, latent, H/f, W/f]; the log-variance clamped to [-30, 20] as DiagonalGaussianDistribution does.
+   * The latent distribution of images [B, in, H, W] in [-1, 1] (any float dtype): mean and
+   * log-variance, each [B, latent, H/f, W/f]; the log-variance clamped to [-30, 20] as
+   * DiagonalGaussianDistribution does.
    */
-  encode(x: Tensor): { mean: Tensor; logvar: Tensor } {
+  encode(image: Tensor): { mean: Tensor; logvar: Tensor } {
+    const s = this.s;
+    if (image.ndim !== 4 || image.size(1) !== s.inChannels)
+      throw new RangeError(`${this.component}: images must be [B, ${s.inChannels}, H, W], got [${image.shape}]`);
+    const f = this.encoder.downFactor;
+    if (image.size(2) % f || image.size(3) % f) throw new RangeError(`${this.component}: image size ${image.size(2)}x${image.size(3)} is not a multiple of ${f}`);
     return scope(() => {
-      let moments = this.encoder.forward(x);
+      let moments = this.encoder.forward(image.to('float32'));
       if (this.quantConv) moments = conv(moments, this.quantConv, {});
       const [mean, logvar] = moments.chunk(2, 1) as [Tensor, Tensor];
       return { mean: mean.contiguous(), logvar: clamp(logvar, -30, 20) };
     });
   }
 
-  /** Decoder output [B, out, H, W] for latents as the decoder takes them (un-normalised). */
+  /** Decoder output [B, out, H, W] for latents [B, latent, h, w] as the decoder takes them (un-normalised). */
   decode(z: Tensor): Tensor {
-    return scope(() => this.decoder.forward(this.postQuantConv ? conv(z, this.postQuantConv, {}) : z));
+    const s = this.s;
+    if (z.ndim !== 4 || z.size(1) !== s.latentChannels)
+      throw new RangeError(`${this.component}: latents must be [B, ${s.latentChannels}, h, w], got [${z.shape}]`);
+    return scope(() => {
+      const x = z.to('float32');
+      return this.decoder.forward(this.postQuantConv ? conv(x, this.postQuantConv, {}) : x);
+    });
   }
 }
 
@@ -294,15 +309,8 @@ export class AutoencoderKL {
   }
 
   /** Loads a diffusers `vae` folder (config.json + safetensors, memory-mapped). */
-  static async load(dir: string, opts: AutoencoderKLLoadOptions = {}): Promise<AutoencoderKL> {
-    const config = await readConfigFile(dir, NAME);
-    const weights = await openWeights(dir);
-    try {
-      return new AutoencoderKL(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
+  static load(dir: string, opts: AutoencoderKLLoadOptions = {}): Promise<AutoencoderKL> {
+    return loadFromFolder(dir, NAME, (weights, config) => new AutoencoderKL(weights, config, opts, weights));
   }
 
   /** Pixels per latent along each side (2^(levels - 1): 8 for four levels). */
@@ -313,19 +321,12 @@ export class AutoencoderKL {
 
   /** AutoencoderKL.encode(image).latent_dist: mean and (clamped) log-variance. */
   encode(image: Tensor): { mean: Tensor; logvar: Tensor } {
-    const s = this.structure;
-    if (image.ndim !== 4 || image.size(1) !== s.inChannels)
-      throw new RangeError(`${NAME}: images must be [B, ${s.inChannels}, H, W], got [${image.shape}]`);
-    const f = this.core.encoder.downFactor;
-    if (image.size(2) % f || image.size(3) % f) throw new RangeError(`${NAME}: image size ${image.size(2)}x${image.size(3)} is not a multiple of ${f}`);
-    return this.core.encode(image.to('float32'));
+    return this.core.encode(image);
   }
 
   /** AutoencoderKL.decode(z): the raw decoder output [B, out, 8h, 8w] (the model's [-1, 1] range, not clamped). */
   decode(z: Tensor): Tensor {
-    const s = this.structure;
-    if (z.ndim !== 4 || z.size(1) !== s.latentChannels) throw new RangeError(`${NAME}: latents must be [B, ${s.latentChannels}, h, w], got [${z.shape}]`);
-    return this.core.decode(z.to('float32'));
+    return this.core.decode(z);
   }
 
   /** Pipeline latents -> decoder input: z / scaling_factor + shift_factor. */
