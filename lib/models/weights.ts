@@ -103,11 +103,12 @@ export class ModelParams {
     ));
   }
 
-  /** A small parameter (bias, norm weight, modulation table) as float32, on the device. */
-  vector(name: string, shape: number[]): Tensor {
+  /** A small parameter (bias, norm weight, modulation table) of the given shape, viewed as viewShape, as float32, on the device. */
+  vector(name: string, shape: number[], viewShape: number[] = shape): Tensor {
     return this.take(name, this.convert(
       this.fetch(name, shape),
       (t) => t.to('float32'),
+      (t) => (viewShape === shape ? t : t.reshape(viewShape)),
       (t) => this.onDevice(t),
     ));
   }

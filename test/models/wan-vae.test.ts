@@ -143,7 +143,7 @@ t.test('bad input is rejected with clear errors', async (t) => {
   writeConfig({ temperal_downsample: [false, true] });
   await t.rejects(WanVae.load(dir), /temperal_downsample has 2 entries; dim_mult=\[1,2,4,4\] needs 3/);
   writeConfig({ base_dim: 8 });
-  await t.rejects(WanVae.load(dir), /weight 'encoder.conv_in.weight' has shape \[6,3,3,3,3\], the config needs \[8,3,3,3,3\]/);
+  await t.rejects(WanVae.load(dir), /weight 'encoder.conv_in.weight' has shape \[6, 3, 3, 3, 3\], the config needs \[8, 3, 3, 3, 3\]/);
 
   writeConfig({});
   writeWeights((all) => delete all['decoder.mid_block.attentions.0.proj.bias']);

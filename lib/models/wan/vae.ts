@@ -5,93 +5,19 @@
 // the last CACHE_T = 2 frames of its input from the previous chunk (diffusers' feat_cache/feat_idx) and
 // prepends them instead of zero padding. Memory therefore depends on the frame size, not on the number
 // of frames. Activations are NCDHW float32; module forwards never modify or free their input.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-
 import type { DType } from '../../engine/dtype.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { add, clamp, concat, div, mul, sub } from '../../engine/ops/basic.js';
 import { normalizeChannels } from '../../engine/ops/channel_norm.js';
 import { conv3d, upsampleNearest } from '../../engine/ops/nn.js';
-import { type Device, Tensor, disposeAll, empty, keep, scope, tensor, zeros } from '../../engine/tensor.js';
-import { type AutoencoderKLWanConfig, parseComponentConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
+import { type Device, Tensor, empty, keep, scope, tensor, zeros } from '../../engine/tensor.js';
+import type { AutoencoderKLWanConfig } from '../../io/configs.js';
+import type { WeightSet } from '../../io/weights.js';
+import { loadFromFolder } from '../component-config.js';
+import { ModelParams } from '../weights.js';
 
 /** Frames of a causal conv's input kept for the next chunk. */
 const CACHE_T = 2;
-
-// ---------------------------------------------------------------------------------------
-// Weights
-
-/** Hands out the checkpoint's tensors by name, checking shapes and recording which were used. */
-class WeightReader {
-  private readonly used = new Set<string>();
-  /** tensors this reader created (casts, reshaped views, device copies); the WeightSet owns the rest */
-  readonly owned: Tensor[] = [];
-
-  constructor(
-    private readonly weights: WeightSet,
-    private readonly device: Device,
-    private readonly dtype: DType | undefined,
-  ) {}
-
-  private fetch(name: string, shape: number[]): Tensor {
-    if (!this.weights.has(name)) throw new Error(`AutoencoderKLWan: weight '${name}' [${shape}] is missing from the checkpoint`);
-    const info = this.weights.info(name);
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-      throw new Error(`AutoencoderKLWan: weight '${name}' has shape [${info.shape}], the config needs [${shape}]`);
-    if (!['float32', 'bfloat16', 'float16'].includes(info.dtype))
-      throw new Error(`AutoencoderKLWan: weight '${name}' is ${info.dtype}; float32, bfloat16 or float16 expected`);
-    this.used.add(name);
-    return this.weights.get(name);
-  }
-
-  /**
-   * Applies the conversions in order to the stored tensor; every tensor they create that is not the
-   * stored one is kept and recorded as owned by the model (the result), or freed (intermediates).
-   */
-  private convert(stored: Tensor, ...steps: Array<(t: Tensor) => Tensor>): Tensor {
-    let t = stored;
-    for (const step of steps) {
-      const next = step(t);
-      if (t !== stored && t !== next) t.dispose();
-      t = next;
-    }
-    if (t !== stored) this.owned.push(keep(t));
-    return t;
-  }
-
-  private toDevice(t: Tensor): Tensor {
-    return this.device === 'cpu' ? t : t.toDevice(this.device);
-  }
-
-  /** A convolution/projection weight in the requested dtype (stored dtype by default) and shape, on the device. */
-  matrix(name: string, shape: number[], viewShape: number[] = shape): Tensor {
-    const dtype = this.dtype;
-    return this.convert(
-      this.fetch(name, shape),
-      (t) => (dtype && t.dtype !== dtype ? t.to(dtype) : t),
-      (t) => (viewShape === shape ? t : t.reshape(viewShape)),
-      (t) => this.toDevice(t),
-    );
-  }
-
-  /** A per-channel vector (bias, norm gamma) as float32 [n], on the device. */
-  vector(name: string, shape: number[]): Tensor {
-    const n = shape.reduce((a, b) => a * b, 1);
-    return this.convert(
-      this.fetch(name, shape),
-      (t) => (t.dtype === 'float32' ? t : t.to('float32')),
-      (t) => (t.ndim === 1 ? t : t.reshape(n)),
-      (t) => this.toDevice(t),
-    );
-  }
-
-  /** Names in the checkpoint that no module asked for. */
-  unused(): string[] {
-    return this.weights.names().filter((n) => !this.used.has(n));
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // The causal feature cache
@@ -169,7 +95,7 @@ class WanCausalConv3d {
   private readonly spatialPad: [number, number, number, number];
 
   constructor(
-    w: WeightReader,
+    w: ModelParams,
     name: string,
     inDim: number,
     outDim: number,
@@ -215,7 +141,7 @@ class FrameConv2d {
   private readonly bias: Tensor;
 
   constructor(
-    w: WeightReader,
+    w: ModelParams,
     name: string,
     inDim: number,
     readonly outDim: number,
@@ -238,8 +164,8 @@ class WanRmsNorm {
   private readonly scale: number;
 
   /** images: gamma stored [C, 1, 1] (2-D attention input) rather than [C, 1, 1, 1] */
-  constructor(w: WeightReader, name: string, dim: number, images = false) {
-    this.gamma = w.vector(`${name}.gamma`, images ? [dim, 1, 1] : [dim, 1, 1, 1]);
+  constructor(w: ModelParams, name: string, dim: number, images = false) {
+    this.gamma = w.vector(`${name}.gamma`, images ? [dim, 1, 1] : [dim, 1, 1, 1], [dim]);
     this.scale = Math.sqrt(dim);
   }
 
@@ -263,7 +189,7 @@ class WanResidualBlock implements CachedLayer {
   private readonly conv2: WanCausalConv3d;
   private readonly convShortcut: WanCausalConv3d | null;
 
-  constructor(w: WeightReader, name: string, inDim: number, outDim: number) {
+  constructor(w: ModelParams, name: string, inDim: number, outDim: number) {
     this.norm1 = new WanRmsNorm(w, `${name}.norm1`, inDim);
     this.conv1 = new WanCausalConv3d(w, `${name}.conv1`, inDim, outDim, [3, 3, 3], [1, 1, 1], [1, 1, 1]);
     this.norm2 = new WanRmsNorm(w, `${name}.norm2`, outDim);
@@ -295,7 +221,7 @@ class WanAttentionBlock {
   private readonly projBias: Tensor;
 
   constructor(
-    w: WeightReader,
+    w: ModelParams,
     name: string,
     private readonly dim: number,
   ) {
@@ -332,7 +258,7 @@ class WanResample implements CachedLayer {
   private readonly timeConv: WanCausalConv3d | null = null;
 
   constructor(
-    w: WeightReader,
+    w: ModelParams,
     name: string,
     dim: number,
     private readonly mode: ResampleMode,
@@ -404,7 +330,7 @@ class WanMidBlock implements CachedLayer {
   private readonly resnets: [WanResidualBlock, WanResidualBlock];
   private readonly attention: WanAttentionBlock;
 
-  constructor(w: WeightReader, name: string, dim: number) {
+  constructor(w: ModelParams, name: string, dim: number) {
     this.resnets = [new WanResidualBlock(w, `${name}.resnets.0`, dim, dim), new WanResidualBlock(w, `${name}.resnets.1`, dim, dim)];
     this.attention = new WanAttentionBlock(w, `${name}.attentions.0`, dim);
   }
@@ -423,7 +349,7 @@ class WanMidBlock implements CachedLayer {
 class WanUpBlock implements CachedLayer {
   private readonly layers: CachedLayer[] = [];
 
-  constructor(w: WeightReader, name: string, inDim: number, outDim: number, numResBlocks: number, upsample: ResampleMode | null) {
+  constructor(w: ModelParams, name: string, inDim: number, outDim: number, numResBlocks: number, upsample: ResampleMode | null) {
     for (let i = 0; i <= numResBlocks; ++i) this.layers.push(new WanResidualBlock(w, `${name}.resnets.${i}`, i === 0 ? inDim : outDim, outDim));
     if (upsample) this.layers.push(new WanResample(w, `${name}.upsamplers.0`, outDim, upsample));
   }
@@ -441,7 +367,7 @@ class WanEncoder3d implements CachedLayer {
   private readonly normOut: WanRmsNorm;
   private readonly convOut: WanCausalConv3d;
 
-  constructor(w: WeightReader, cfg: AutoencoderKLWanConfig) {
+  constructor(w: ModelParams, cfg: AutoencoderKLWanConfig) {
     const dim = cfg.base_dim;
     const dims = [1, ...cfg.dim_mult].map((u) => dim * u);
     this.convIn = new WanCausalConv3d(w, 'encoder.conv_in', cfg.in_channels, dims[0]!, [3, 3, 3], [1, 1, 1], [1, 1, 1]);
@@ -488,7 +414,7 @@ class WanDecoder3d implements CachedLayer {
   /** output pixels per latent pixel (per side) */
   readonly spatialFactor: number;
 
-  constructor(w: WeightReader, cfg: AutoencoderKLWanConfig) {
+  constructor(w: ModelParams, cfg: AutoencoderKLWanConfig) {
     const dim = cfg.decoder_base_dim ?? cfg.base_dim;
     const mult = cfg.dim_mult;
     const dims = [mult[mult.length - 1]!, ...[...mult].reverse()].map((u) => dim * u);
@@ -568,7 +494,7 @@ export class WanVae {
   private readonly quantConv: WanCausalConv3d;
   private readonly postQuantConv: WanCausalConv3d;
   private readonly weights: WeightSet;
-  private readonly owned: Tensor[];
+  private readonly params: ModelParams;
   private disposed = false;
 
   private constructor(config: AutoencoderKLWanConfig, weights: WeightSet, opts: WanVaeLoadOptions, source: string) {
@@ -578,45 +504,23 @@ export class WanVae {
     this.latentsStd = [...config.latents_std];
     this.device = opts.device ?? 'cpu';
     this.weights = weights;
-    const reader = new WeightReader(weights, this.device, opts.dtype);
-    this.owned = reader.owned;
+    const p = (this.params = new ModelParams('AutoencoderKLWan', weights, { device: this.device, dtype: opts.dtype }));
     try {
       const z = config.z_dim;
-      this.encoder = new WanEncoder3d(reader, config);
-      this.quantConv = new WanCausalConv3d(reader, 'quant_conv', 2 * z, 2 * z, [1, 1, 1]);
-      this.postQuantConv = new WanCausalConv3d(reader, 'post_quant_conv', z, z, [1, 1, 1]);
-      this.decoder = new WanDecoder3d(reader, config);
-      const extra = reader.unused();
-      if (extra.length > 0)
-        throw new Error(
-          `AutoencoderKLWan: ${source} holds ${extra.length} tensor(s) this config does not use: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', ...' : ''}`,
-        );
+      this.encoder = new WanEncoder3d(p, config);
+      this.quantConv = new WanCausalConv3d(p, 'quant_conv', 2 * z, 2 * z, [1, 1, 1]);
+      this.postQuantConv = new WanCausalConv3d(p, 'post_quant_conv', z, z, [1, 1, 1]);
+      this.decoder = new WanDecoder3d(p, config);
+      p.checkAllUsed();
     } catch (err) {
-      disposeAll(this.owned);
+      p.dispose();
       throw err;
     }
   }
 
   /** Loads a diffusers `vae` folder (config.json + safetensors), memory-mapping the weights. */
-  static async load(dir: string, opts: WanVaeLoadOptions = {}): Promise<WanVae> {
-    const file = join(dir, 'config.json');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await readFile(file, 'utf8'));
-    } catch (err) {
-      throw new Error(`${file}: cannot read the VAE config: ${(err as Error).message}`);
-    }
-    const className = (raw as { _class_name?: unknown } | null)?._class_name;
-    if (className !== undefined && className !== 'AutoencoderKLWan')
-      throw new Error(`${file}: _class_name is ${JSON.stringify(className)}, expected "AutoencoderKLWan"`);
-    const config = parseComponentConfig('AutoencoderKLWan', raw, file);
-    const weights = await openWeights(dir);
-    try {
-      return new WanVae(config, weights, opts, dir);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
+  static load(dir: string, opts: WanVaeLoadOptions = {}): Promise<WanVae> {
+    return loadFromFolder(dir, 'AutoencoderKLWan', (weights, config) => new WanVae(config, weights, opts, dir));
   }
 
   /** Frames of a video decoded from `latentFrames` latent frames: 1 + 4 (F - 1) for Wan2.1. */
@@ -724,7 +628,7 @@ export class WanVae {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    disposeAll(this.owned);
+    this.params.dispose();
     this.weights.dispose();
   }
 
