@@ -9,8 +9,8 @@ import { attention, linear } from '../../engine/ops/linalg.js';
 import { embedding, rmsNorm, rope } from '../../engine/ops/nn.js';
 import { type Device, scope, type Tensor, tensor } from '../../engine/tensor.js';
 import type { Qwen3Config } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
-import { readConfigFile } from '../component-config.js';
+import type { WeightSet } from '../../io/weights.js';
+import { loadFromFolder } from '../component-config.js';
 import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 
 const NAME = 'Qwen3Model';
@@ -141,15 +141,8 @@ export class Qwen3TextEncoder {
   }
 
   /** Loads a transformers Qwen3Model / Qwen3ForCausalLM folder (config.json + safetensors, memory-mapped). */
-  static async load(dir: string, opts: Qwen3LoadOptions = {}): Promise<Qwen3TextEncoder> {
-    const config = await readConfigFile(dir, 'Qwen3Model');
-    const weights = await openWeights(dir);
-    try {
-      return new Qwen3TextEncoder(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
+  static load(dir: string, opts: Qwen3LoadOptions = {}): Promise<Qwen3TextEncoder> {
+    return loadFromFolder(dir, 'Qwen3Model', (weights, config) => new Qwen3TextEncoder(weights, config, opts, weights));
   }
 
   /** hidden_states index (negative counts from the end) -> 0..numLayers. */

@@ -1,14 +1,13 @@
 // UMT5EncoderModel (transformers modeling_umt5.py), the text encoder of Wan: T5 encoder blocks
 // (RMS layer norm without mean or bias, unscaled attention with a learned relative position bias,
 // gated-GELU feed-forward) where, unlike T5, every layer has its own relative position bias table.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { add, mul, pad, stack } from '../../engine/ops/basic.js';
 import { attention, linear } from '../../engine/ops/linalg.js';
 import { embedding, rmsNorm } from '../../engine/ops/nn.js';
 import { scope, type Tensor, tensor } from '../../engine/tensor.js';
-import { parseComponentConfig, type T5EncoderConfig } from '../../io/configs.js';
-import { openWeights, type WeightSet } from '../../io/weights.js';
+import type { T5EncoderConfig } from '../../io/configs.js';
+import type { WeightSet } from '../../io/weights.js';
+import { loadFromFolder } from '../component-config.js';
 import { ModelParams, type ParamOptions, type WeightSource } from '../weights.js';
 
 const NAME = 'UMT5EncoderModel';
@@ -101,22 +100,8 @@ export class UMT5Encoder {
   }
 
   /** Loads a transformers UMT5EncoderModel folder (config.json + safetensors, memory-mapped). */
-  static async load(dir: string, opts: UMT5LoadOptions = {}): Promise<UMT5Encoder> {
-    const file = join(dir, 'config.json');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await readFile(file, 'utf8'));
-    } catch (err) {
-      throw new Error(`${file}: cannot read the text encoder config: ${(err as Error).message}`);
-    }
-    const config = parseComponentConfig(NAME, raw, file);
-    const weights = await openWeights(dir);
-    try {
-      return new UMT5Encoder(weights, config, opts, weights);
-    } catch (err) {
-      weights.dispose();
-      throw err;
-    }
+  static load(dir: string, opts: UMT5LoadOptions = {}): Promise<UMT5Encoder> {
+    return loadFromFolder(dir, NAME, (weights, config) => new UMT5Encoder(weights, config, opts, weights));
   }
 
   /** Relative position bias of one layer: [1, H, L, L] float32. */
