@@ -1,6 +1,6 @@
-// Pieces the diffusion transformers share where their reference modules compute the same thing:
-// the sinusoidal timestep embedding (diffusers' get_timestep_embedding / Timesteps), the RoPE axis
-// frequencies, and running a per-token map over slices of the token dimension.
+// Pieces the models share where they compute the same thing: the sinusoidal timestep embedding
+// (diffusers' get_timestep_embedding / Timesteps), the RoPE axis frequencies, running a per-token
+// map over slices of the token dimension, and chaining tensor steps that free their intermediates.
 import { concat, cos, mul, sin } from '../engine/ops/basic.js';
 import { type Device, keep, scope, type Tensor, tensor } from '../engine/tensor.js';
 
@@ -43,6 +43,20 @@ export function byTokenRanges(length: number, chunk: number, run: (start: number
   const parts: Tensor[] = [];
   for (let at = 0; at < length; at += chunk) parts.push(scope(() => run(at, Math.min(length, at + chunk))));
   return concat(parts, 1);
+}
+
+/**
+ * Applies the steps in order, freeing each intermediate as soon as the next step has produced its
+ * result (x itself is left alone): the peak holds two tensors, not the whole chain.
+ */
+export function chain(x: Tensor, ...steps: Array<(t: Tensor) => Tensor>): Tensor {
+  let cur = x;
+  for (const step of steps) {
+    const next = step(cur);
+    if (cur !== x && cur !== next) cur.dispose();
+    cur = next;
+  }
+  return cur;
 }
 
 /** A per-token map over x [B, T, ...] in slices of at most `chunk` tokens (x itself when it fits). */

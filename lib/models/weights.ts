@@ -6,6 +6,7 @@
 import type { DType } from '../engine/dtype.js';
 import { type Device, disposeAll, keep, type Tensor } from '../engine/tensor.js';
 import type { WeightSet } from '../io/weights.js';
+import { chain } from './common.js';
 
 export interface WeightSource {
   get(name: string): Tensor;
@@ -60,12 +61,7 @@ export class ModelParams {
 
   /** Applies the conversions in order; the result, when it is not the stored view, belongs to the model. */
   private convert(stored: Tensor, ...steps: Array<(t: Tensor) => Tensor>): Tensor {
-    let t = stored;
-    for (const step of steps) {
-      const next = step(t);
-      if (t !== stored && t !== next) t.dispose();
-      t = next;
-    }
+    const t = chain(stored, ...steps);
     if (t !== stored) this.owned.push(keep(t));
     return t;
   }

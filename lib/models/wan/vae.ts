@@ -13,6 +13,7 @@ import { conv3d, upsampleNearest } from '../../engine/ops/nn.js';
 import { type Device, Tensor, empty, keep, scope, tensor, zeros } from '../../engine/tensor.js';
 import type { AutoencoderKLWanConfig } from '../../io/configs.js';
 import type { WeightSet } from '../../io/weights.js';
+import { chain } from '../common.js';
 import { loadFromFolder } from '../component-config.js';
 import { ModelParams } from '../weights.js';
 
@@ -68,20 +69,6 @@ function nextCacheFrames(x: Tensor, prev: CacheSlot): Tensor {
     const front = prev === 'Rep' ? zeros(tail.shape, { device: tail.device }) : prev.slice(2, prev.size(2) - 1, prev.size(2));
     return concat([front, tail], 2);
   });
-}
-
-/**
- * Applies the steps in order, freeing each intermediate as soon as the next step has produced its
- * result (x itself is left alone): the peak holds two activations, not the whole chain.
- */
-function chain(x: Tensor, ...steps: Array<(t: Tensor) => Tensor>): Tensor {
-  let cur = x;
-  for (const step of steps) {
-    const next = step(cur);
-    if (cur !== x && cur !== next) cur.dispose();
-    cur = next;
-  }
-  return cur;
 }
 
 // ---------------------------------------------------------------------------------------
