@@ -1,3 +1,7 @@
+
+
+
+
 // CPU conv2d/conv3d as implicit GEMMs on the GEMM engine's micro-kernel (gemm.h).
 //
 // Per batch element and group: out[o, p] = bias[o] + sum_k W[o, k] x_col[k, p], with the
@@ -12,6 +16,7 @@
 // as B directly through the plain GEMM.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../core/threadpool.h"
@@ -23,9 +28,8 @@ namespace nd {
 
 namespace {
 
-constexpr int64_t kKC = 384;   // depth of one packed slice
-constexpr int64_t kMC = 224;   // output channels per task
-constexpr int64_t kNC = 3072;  // output positions per block (packed B slice <= 3 MB)
+constexpr int64_t kKC = 512;              // depth of one packed slice (at most)
+constexpr int64_t kBlockB = 128 * 1024;  // floats of one task's packed B slice (L2)
 
 thread_local cpu::ScratchBuffer t_pack_w;
 thread_local cpu::ScratchBuffer t_pack_x;
@@ -135,50 +139,80 @@ inline float widen<Bf16Bits>(Bf16Bits v) { return bf16_to_f32(v.bits); }
 template <>
 inline float widen<F16Bits>(F16Bits v) { return f16_to_f32(v.bits); }
 
-// Gathers packed panels [q0, q1) of rows [k0, k0 + kc) of the implicit im2col matrix (rows in
-// (tap, c) order) of one (batch, group) input `xg` (channel stride S_in) into dst (panel q at
-// dst + q * kc * NR).
+// Copies `rows` rows of W input elements (rows `ld` apart: one per channel plane) into rows
+// of a panel (`nr` apart). The rows are too far apart for the hardware prefetchers, so each
+// row's lines are fetched a few rows ahead.
+template <int W>
+inline void copy_rows(const float* src, int64_t ld, int64_t rows, float* dst, int nr) {
+  constexpr int64_t kAhead = 8;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i + kAhead < rows) {
+      __builtin_prefetch(src + (i + kAhead) * ld, 0, 3);
+      __builtin_prefetch(src + (i + kAhead) * ld + W - 1, 0, 3);
+    }
+    std::memcpy(dst + i * nr, src + i * ld, W * sizeof(float));
+  }
+}
+
+// Gathers the packed panels of rows [k0, k0 + kc) of the implicit im2col matrix (rows in
+// (tap, c) order) of one (batch, group) input `xg` (channel stride S_in) for the nc positions
+// of `plan` into dst (panel q at dst + q * kc * NR). The rows of one tap share their copy runs
+// (only the channel plane moves), so each run is looked up once per tap; a run that fills a
+// whole panel row from contiguous float32 input is a fixed-size copy.
 template <class T>
 void pack_panels(const ConvGeom& g, const BlockPlan& plan, const T* xg, int64_t k0, int64_t kc, int64_t nc, int nr,
-                 int64_t q0, int64_t q1, float* dst) {
-  const int64_t sw = g.stride[2];
-  for (int64_t q = q0; q < q1; ++q) {
+                 float* dst) {
+  const int64_t sw = g.stride[2], ld = g.S_in;
+  const int64_t panels = (nc + nr - 1) / nr;
+  for (int64_t q = 0; q < panels; ++q) {
     float* panel = dst + q * kc * nr;
     const int64_t cols = std::min<int64_t>(nr, nc - q * nr);
     const CopyRun* segs = plan.runs.data() + plan.panel_seg[q] * g.kvol;
     const int64_t nseg = plan.panel_seg[q + 1] - plan.panel_seg[q];
-    int64_t tap = k0 / g.Cg, c = k0 % g.Cg;
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      float* d = panel + kk * nr;
-      const T* xc = xg + c * g.S_in;
+    for (int64_t kk0 = 0; kk0 < kc;) {
+      const int64_t tap = (k0 + kk0) / g.Cg, c0 = (k0 + kk0) % g.Cg;
+      const int64_t rows = std::min(kc - kk0, g.Cg - c0);
+      float* d0 = panel + kk0 * nr;
       for (int64_t s = 0; s < nseg; ++s) {
         const CopyRun& r = segs[s * g.kvol + tap];
-        float* o = d + r.j;
-        for (int32_t t = 0; t < r.zeros_before; ++t) *o++ = 0.0f;
-        const T* src = xc + r.src;
-        if (sw == 1)
-          for (int32_t t = 0; t < r.n; ++t) o[t] = widen(src[t]);
-        else
-          for (int32_t t = 0; t < r.n; ++t) o[t] = widen(src[t * sw]);
-        o += r.n;
-        for (int32_t t = 0; t < r.zeros_after; ++t) *o++ = 0.0f;
+        const T* src0 = xg + c0 * ld + r.src;
+        float* o0 = d0 + r.j;
+        if constexpr (std::is_same_v<T, float>) {
+          if (sw == 1 && r.n == nr && nr == 32) {
+            copy_rows<32>(src0, ld, rows, o0, nr);
+            continue;
+          }
+          if (sw == 1 && r.n == nr && nr == 16) {
+            copy_rows<16>(src0, ld, rows, o0, nr);
+            continue;
+          }
+        }
+        for (int64_t i = 0; i < rows; ++i) {
+          float* o = o0 + i * nr;
+          const T* src = src0 + i * ld;
+          for (int32_t t = 0; t < r.zeros_before; ++t) *o++ = 0.0f;
+          if (sw == 1)
+            for (int32_t t = 0; t < r.n; ++t) o[t] = widen(src[t]);
+          else
+            for (int32_t t = 0; t < r.n; ++t) o[t] = widen(src[t * sw]);
+          o += r.n;
+          for (int32_t t = 0; t < r.zeros_after; ++t) *o++ = 0.0f;
+        }
       }
-      for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
-      if (++c == g.Cg) {
-        c = 0;
-        ++tap;
-      }
+      if (cols < nr)
+        for (int64_t i = 0; i < rows; ++i) std::fill(d0 + i * nr + cols, d0 + (i + 1) * nr, 0.0f);
+      kk0 += rows;
     }
   }
 }
 
 void pack_x(const ConvGeom& g, const BlockPlan& plan, const Tensor& x, int64_t x_off, int64_t k0, int64_t kc,
-            int64_t nc, int nr, int64_t q0, int64_t q1, float* dst) {
+            int64_t nc, int nr, float* dst) {
   const char* base = static_cast<const char*>(x.data()) + x_off * static_cast<int64_t>(x.itemsize());
   switch (x.dtype) {
-    case DType::F32: pack_panels(g, plan, reinterpret_cast<const float*>(base), k0, kc, nc, nr, q0, q1, dst); break;
-    case DType::BF16: pack_panels(g, plan, reinterpret_cast<const Bf16Bits*>(base), k0, kc, nc, nr, q0, q1, dst); break;
-    default: pack_panels(g, plan, reinterpret_cast<const F16Bits*>(base), k0, kc, nc, nr, q0, q1, dst); break;
+    case DType::F32: pack_panels(g, plan, reinterpret_cast<const float*>(base), k0, kc, nc, nr, dst); break;
+    case DType::BF16: pack_panels(g, plan, reinterpret_cast<const Bf16Bits*>(base), k0, kc, nc, nr, dst); break;
+    default: pack_panels(g, plan, reinterpret_cast<const F16Bits*>(base), k0, kc, nc, nr, dst); break;
   }
 }
 
@@ -242,11 +276,17 @@ std::vector<std::pair<int64_t, int64_t>> block_slices(const ConvGeom& g, const B
   return slices;
 }
 
+// The weights (A) are packed whole once; each task owns a run of NR-panels of output
+// positions of one (batch, group) and gathers and multiplies them slice by slice on its own:
+// no barrier between packing and compute, every im2col element gathered once, and many small
+// tasks keep both cores busy. Within a slice the micro-kernel runs A micro-panel outer (it
+// stays in L1) over the task's packed B block (L2); the task's output block starts from the
+// bias and accumulates over the slices.
 void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, const float* bias, float* out) {
-  const cpu::MicroKernel& uk = cpu::micro_kernel();
+  const int64_t M = g.Og, K = g.K, S = g.S_out;
+  const cpu::MicroKernel& uk = cpu::micro_kernel_for_rows(M);
   const int MR = uk.mr, NR = uk.nr;
   const int nt = num_threads();
-  const int64_t M = g.Og, K = g.K, S = g.S_out;
   const int64_t m_panels = (M + MR - 1) / MR;
 
   // weights: every group packed once for the whole call
@@ -263,60 +303,60 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
     }
   });
 
-  const int64_t m_blocks = (M + kMC - 1) / kMC;
-  const int64_t MC = cpu::round_up((M + m_blocks - 1) / m_blocks, MR);
-  const int64_t NC = std::min(cpu::round_up(S, NR), kNC);
-  float* xp = t_pack_x.get(kKC * NC);
-  const std::vector<float> zeros(bias ? 0 : static_cast<size_t>(g.O), 0.0f);
+  // tasks per (batch, group): a task's packed B block (kKC x its columns) stays within
+  // kBlockB floats, and the task count is a multiple of 4 per thread where the panels allow,
+  // so parallel_for's chunks hold equal work
+  const int64_t panels = (S + NR - 1) / NR;
+  const int64_t units = g.N * g.G;
+  const int64_t by_cache = std::max<int64_t>(1, kBlockB / (kKC * NR));
+  int64_t unit_tasks = (panels + by_cache - 1) / by_cache;
+  const int64_t chunk = 4 * static_cast<int64_t>(nt);
+  if (units * unit_tasks < chunk) unit_tasks = std::min(panels, (chunk + units - 1) / units);
+  else if (units == 1) unit_tasks = std::min(panels, cpu::round_up(unit_tasks, chunk));
+  const int64_t max_task_panels = (panels + unit_tasks - 1) / unit_tasks;
 
-  for (int64_t j0 = 0; j0 < S; j0 += NC) {
-    const int64_t nc = std::min(NC, S - j0);
-    const int64_t panels = (nc + NR - 1) / NR;
-    const BlockPlan plan = plan_block(g, j0, nc, NR);
-    const auto slices = block_slices(g, plan);
-    const int64_t splits = std::min<int64_t>(panels, std::max<int64_t>(1, (2 * nt + m_blocks - 1) / m_blocks));
-    for (int64_t n = 0; n < g.N; ++n)
-      for (int64_t gi = 0; gi < g.G; ++gi) {
-        float* c = out + (n * g.O + gi * M) * S + j0;
-        // the block starts from the bias (or zeros when every tap reads only padding)
-        if (bias || slices.empty()) fill_bias(out + n * g.O * S, S, gi * M, M, j0, nc, bias ? bias : zeros.data());
-        const int64_t x_off = (n * g.C + gi * g.Cg) * g.S_in;
-        const float* wg = wp + gi * m_panels * MR * K;
-        for (size_t si = 0; si < slices.size(); ++si) {
-          const auto [k0, kc] = slices[si];
-          parallel_for(0, panels, std::max<int64_t>(1, panels / (4 * nt)), [&](int64_t lo, int64_t hi) {
-            pack_x(g, plan, x, x_off, k0, kc, nc, NR, lo, hi, xp);
-          });
-          const bool load = si > 0 || bias != nullptr;
-          parallel_for(0, m_blocks * splits, 1, [&](int64_t lo, int64_t hi) {
-            alignas(64) float edge[14 * 32];
-            for (int64_t task = lo; task < hi; ++task) {
-              const int64_t mb = task / splits, sp = task % splits;
-              const int64_t q0 = sp * panels / splits, q1 = (sp + 1) * panels / splits;
-              const int64_t i0 = mb * MC, mc = std::min(MC, M - i0);
-              if (q0 >= q1 || mc <= 0) continue;
-              for (int64_t q = q0; q < q1; ++q) {
-                const int64_t jq = q * NR, cols = std::min<int64_t>(NR, nc - jq);
-                const float* bp = xp + q * kc * NR;
-                for (int64_t ir = 0; ir < mc; ir += MR) {
-                  const int64_t rows = std::min<int64_t>(MR, mc - ir);
-                  const float* ap = wg + (i0 + ir) * K + k0 * MR;
-                  float* cp = c + (i0 + ir) * S + jq;
-                  if (rows == MR && cols == NR) {
-                    uk.fn(kc, ap, bp, cp, S, load);
-                  } else {
-                    if (load)
-                      for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * S, cols * sizeof(float));
-                    uk.fn(kc, ap, bp, edge, NR, load);
-                    for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * S, edge + r * NR, cols * sizeof(float));
-                  }
-                }
-              }
+  parallel_for(0, units * unit_tasks, 1, [&](int64_t lo, int64_t hi) {
+    alignas(64) float edge[14 * 32];
+    float* xp = t_pack_x.get(kKC * max_task_panels * NR);
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t u = task / unit_tasks, t = task % unit_tasks;
+      const int64_t n = u / g.G, gi = u % g.G;
+      const int64_t q0 = t * panels / unit_tasks, q1 = (t + 1) * panels / unit_tasks;
+      if (q0 >= q1) continue;
+      const int64_t j0 = q0 * NR, nc = std::min(q1 * NR, S) - j0;
+      const BlockPlan plan = plan_block(g, j0, nc, NR);
+      const auto slices = block_slices(g, plan);
+      float* c = out + (n * g.O + gi * M) * S + j0;
+      // the block starts from the bias (or zeros when every tap reads only padding)
+      if (bias || slices.empty())
+        for (int64_t r = 0; r < M; ++r) std::fill_n(c + r * S, nc, bias ? bias[gi * M + r] : 0.0f);
+      const int64_t x_off = (n * g.C + gi * g.Cg) * g.S_in;
+      const float* wg = wp + gi * m_panels * MR * K;
+      const int64_t np = (nc + NR - 1) / NR;
+      for (size_t si = 0; si < slices.size(); ++si) {
+        const auto [k0, kc] = slices[si];
+        pack_x(g, plan, x, x_off, k0, kc, nc, NR, xp);
+        const bool load = si > 0 || bias != nullptr;
+        for (int64_t ir = 0; ir < M; ir += MR) {
+          const int64_t rows = std::min<int64_t>(MR, M - ir);
+          const float* ap = wg + ir * K + k0 * MR;
+          for (int64_t q = 0; q < np; ++q) {
+            const int64_t jq = q * NR, cols = std::min<int64_t>(NR, nc - jq);
+            const float* bp = xp + q * kc * NR;
+            float* cp = c + ir * S + jq;
+            if (rows == MR && cols == NR) {
+              uk.fn(kc, ap, bp, cp, S, load);
+            } else {
+              if (load)
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * S, cols * sizeof(float));
+              uk.fn(kc, ap, bp, edge, NR, load);
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * S, edge + r * NR, cols * sizeof(float));
             }
-          });
+          }
         }
       }
-  }
+    }
+  });
 }
 
 // ---- few output channels per group (RGB conv_out, depthwise): direct convolution ----

@@ -77,9 +77,9 @@ __attribute__((target("avx2,fma"))) void ukernel_avx2_6x16(int64_t kc, const flo
   }
 }
 
-__attribute__((target("avx512f"))) void ukernel_avx512_14x32(int64_t kc, const float* a, const float* b, float* c,
-                                                              int64_t ldc, bool load) {
-  constexpr int MR = 14;
+template <int MR>
+__attribute__((target("avx512f"))) void ukernel_avx512_x32(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool load) {
   // C is only needed after the k loop: start fetching it now so the loads do not stall
 #pragma GCC unroll 14
   for (int i = 0; i < MR; ++i) {
@@ -124,7 +124,7 @@ MicroKernel select_micro_kernel() {
   __builtin_cpu_init();
   const bool has512 = __builtin_cpu_supports("avx512f");
   const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const MicroKernel k512{14, 32, ukernel_avx512_14x32, "avx512"};
+  const MicroKernel k512{14, 32, ukernel_avx512_x32<14>, "avx512"};
   const MicroKernel k2{6, 16, ukernel_avx2_6x16, "avx2"};
   if (want == "generic") return generic;
   if (want == "avx2" && has2) return k2;
@@ -287,6 +287,15 @@ void apply_epilogue_row(float* c, int64_t n, const float* bias, Activation act) 
 
 const MicroKernel& micro_kernel() {
   static const MicroKernel k = select_micro_kernel();
+  return k;
+}
+
+const MicroKernel& micro_kernel_for_rows(int64_t m) {
+  const MicroKernel& k = micro_kernel();
+#ifdef ND_X86
+  static const MicroKernel k12{12, 32, ukernel_avx512_x32<12>, "avx512"};
+  if (k.fn == ukernel_avx512_x32<14> && round_up(m, 12) < round_up(m, 14)) return k12;
+#endif
   return k;
 }
 

@@ -45,6 +45,9 @@ struct MicroKernel {
 
 // The fastest micro-kernel this CPU supports (chosen once).
 const MicroKernel& micro_kernel();
+// The same kernel family with the row count that pads m least (AVX-512: 12 rows where m is a
+// multiple of 12 but not of 14, as for 96/192/384 output channels; otherwise micro_kernel()).
+const MicroKernel& micro_kernel_for_rows(int64_t m);
 
 // Packs rows [0, m) x cols [0, kc) of `a` (scaled by alpha) into ceil(m/MR) panels of kc x MR
 // floats (k-major), zero-padding the last panel's missing rows. dst holds round_up(m, MR) * kc.
