@@ -1,19 +1,16 @@
-
-
-
-
 // CPU conv2d/conv3d as implicit GEMMs on the GEMM engine's micro-kernel (gemm.h).
 //
 // Per batch element and group: out[o, p] = bias[o] + sum_k W[o, k] x_col[k, p], with the
 // reduction index k = (tap, c) (kernel tap outer, input channel inner) and p the output
-// position. The im2col matrix is never materialised: for each NC-wide block of output
-// positions and KC-deep slice of k, its packed B panels (KC x NR, k-major, the layout the
-// micro-kernel reads) are gathered straight from the input through a per-block copy plan.
-// Taps that read only padding for every position of a block (the zero frames in front of a
-// causal conv's first chunk) are skipped. The weights are packed into MR-row panels once per
-// call (widening bf16/f16); output tiles are written in place into the NC[D]HW output, onto
-// the pre-filled bias. A 1x1(x1) convolution with unit stride and no padding reads the input
-// as B directly through the plain GEMM.
+// position. The im2col matrix is never materialised: each task owns a run of NR-wide panels of
+// output positions, and for each KC-deep slice of k gathers their packed B panels (KC x NR,
+// k-major, the layout the micro-kernel reads) straight from the input through a per-task copy
+// plan, then multiplies them by the whole weight matrix. Taps that read only padding for every
+// position of a task (the zero frames in front of a causal conv's first chunk) are skipped.
+// The weights are packed into MR-row panels once per call (widening bf16/f16); output tiles
+// are written in place into the NC[D]HW output, onto the pre-filled bias. A 1x1(x1)
+// convolution with unit stride and no padding reads the input as B directly through the plain
+// GEMM.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -142,13 +139,14 @@ inline float widen<F16Bits>(F16Bits v) { return f16_to_f32(v.bits); }
 // Copies `rows` rows of W input elements (rows `ld` apart: one per channel plane) into rows
 // of a panel (`nr` apart). The rows are too far apart for the hardware prefetchers, so each
 // row's lines are fetched a few rows ahead.
+constexpr int64_t kGatherAhead = 8;
+
 template <int W>
 inline void copy_rows(const float* src, int64_t ld, int64_t rows, float* dst, int nr) {
-  constexpr int64_t kAhead = 8;
   for (int64_t i = 0; i < rows; ++i) {
-    if (i + kAhead < rows) {
-      __builtin_prefetch(src + (i + kAhead) * ld, 0, 3);
-      __builtin_prefetch(src + (i + kAhead) * ld + W - 1, 0, 3);
+    if (i + kGatherAhead < rows) {
+      __builtin_prefetch(src + (i + kGatherAhead) * ld, 0, 3);
+      __builtin_prefetch(src + (i + kGatherAhead) * ld + W - 1, 0, 3);
     }
     std::memcpy(dst + i * nr, src + i * ld, W * sizeof(float));
   }
@@ -190,6 +188,10 @@ void pack_panels(const ConvGeom& g, const BlockPlan& plan, const T* xg, int64_t 
         for (int64_t i = 0; i < rows; ++i) {
           float* o = o0 + i * nr;
           const T* src = src0 + i * ld;
+          if (i + kGatherAhead < rows && r.n > 0) {
+            __builtin_prefetch(src + kGatherAhead * ld, 0, 3);
+            __builtin_prefetch(src + kGatherAhead * ld + (r.n - 1) * sw, 0, 3);
+          }
           for (int32_t t = 0; t < r.zeros_before; ++t) *o++ = 0.0f;
           if (sw == 1)
             for (int32_t t = 0; t < r.n; ++t) o[t] = widen(src[t]);
