@@ -147,6 +147,20 @@ export function requestSampling(
   return { numInferenceSteps, guidanceScale, numOutputs, seed, negativePrompt };
 }
 
+/**
+ * The seeds of the request's `items` output items: req.seeds when given (each an integer in
+ * [0, 2^53 - 1], one per item), else seed, seed + 1, ... (item j draws from the stream of seed + j).
+ */
+export function requestSeeds(req: GenerateRequest, seed: number, items: number): number[] {
+  const seeds = req.seeds;
+  if (seeds === undefined) return Array.from({ length: items }, (_, j) => seed + j);
+  if (!Array.isArray(seeds) || seeds.length !== items)
+    throw new RequestError(`seeds must be a list of ${items} seeds (one per output: prompts x n), got ${Array.isArray(seeds) ? seeds.length : typeof seeds}`, 'seeds');
+  const bad = seeds.findIndex((s) => !Number.isInteger(s) || s < 0 || s > Number.MAX_SAFE_INTEGER);
+  if (bad >= 0) throw new RequestError(`seeds[${bad}] must be an integer in [0, ${Number.MAX_SAFE_INTEGER}], got ${seeds[bad]}`, 'seeds');
+  return [...seeds];
+}
+
 /** Throws unless the given initial latents (if any) have the expected shape. */
 export function checkRequestLatents(latents: Tensor | undefined, expected: number[]): void {
   if (latents && (latents.ndim !== expected.length || latents.shape.some((s, i) => s !== expected[i])))
@@ -173,6 +187,8 @@ export interface RunParams {
   guidanceScale: number;
   numOutputs: number;
   seed: number;
+  /** the seed of each output item's noise (prompts x numOutputs); default seed, seed + 1, ... */
+  seeds?: number[];
   /** initial noise in the pipeline's latent shape instead of seeded noise */
   latents?: Tensor;
   /** stop after denoising (no VAE decode) */
@@ -194,6 +210,7 @@ export function runParamsOf(req: GenerateRequest): RunParams {
     guidanceScale: req.guidanceScale as number,
     numOutputs: req.numOutputs as number,
     seed: req.seed as number,
+    ...(req.seeds ? { seeds: req.seeds } : {}),
     ...(req.latents ? { latents: req.latents } : {}),
     decode: (req.outputType ?? 'rgb') !== 'latent',
     ...(req.onProgress ? { onProgress: req.onProgress } : {}),
@@ -201,10 +218,17 @@ export function runParamsOf(req: GenerateRequest): RunParams {
   };
 }
 
-/** Seeded noise [B, ...]: item j draws from the Philox stream of seed + j. */
-export function seededNoise(shape: number[], seed: number, device: Device): Tensor {
+/** The noise seed of each of a run's `batch` output items: p.seeds, or seed, seed + 1, ... */
+export function itemSeeds(p: Pick<RunParams, 'seed' | 'seeds'>, batch: number): number[] {
+  if (p.seeds && p.seeds.length !== batch) throw new RequestError(`seeds must be a list of ${batch} seeds, got ${p.seeds.length}`, 'seeds');
+  return p.seeds ?? Array.from({ length: batch }, (_, j) => p.seed + j);
+}
+
+/** Seeded noise [B, ...]: item j draws from the Philox stream of seeds[j] (B = seeds.length). */
+export function seededNoise(shape: number[], seeds: number[], device: Device): Tensor {
   const [b, ...rest] = shape as [number, ...number[]];
-  return scope(() => stack(Array.from({ length: b }, (_, j) => randn(rest, { seed: seed + j, device })), 0));
+  if (b !== seeds.length) throw new Error(`seededNoise: ${seeds.length} seeds for a batch of ${b}`);
+  return scope(() => stack(seeds.map((seed) => randn(rest, { seed, device })), 0));
 }
 
 /**
@@ -239,7 +263,10 @@ export class RunStages {
     await this.report(stage);
   }
 
-  /** Denoising step i (0-based), begun at `since`, produced `latents`: hands them to onStepLatents and reports the step. */
+  /**
+   * Denoising step i (0-based), begun at `since`, produced `latents` (output items along dim 0): hands
+   * them to onStepLatents and reports the step, with a preview of any range of items.
+   */
   async stepDone(i: number, latents: Tensor, since: number, preview: (latents: Tensor) => RgbImage[]): Promise<void> {
     this.p.onStepLatents?.(i, latents);
     if (this.p.onProgress)
@@ -248,7 +275,13 @@ export class RunStages {
         step: i + 1,
         totalSteps: this.p.numInferenceSteps,
         stepMs: performance.now() - since,
-        preview: () => preview(latents),
+        preview: (from = 0, count = latents.size(0) - from) => {
+          const items = latents.size(0);
+          if (!Number.isInteger(from) || !Number.isInteger(count) || from < 0 || count < 1 || from + count > items)
+            throw new Error(`preview: items [${from}, ${from + count}) are outside the batch of ${items}`);
+          if (from === 0 && count === items) return preview(latents);
+          return scope(() => preview(latents.slice(0, from, from + count).contiguous()));
+        },
       });
   }
 }

@@ -21,7 +21,7 @@ import { AutoencoderKLFlux2, unpatchifyLatents } from '../models/vae/autoencoder
 import { linspace } from '../schedulers/common.js';
 import { FlowMatchEulerDiscreteScheduler } from '../schedulers/flow-match-euler.js';
 import {
-  checkRequestLatents, generateResult, loadModels, pixelsToUnitRange, precisionName, requestOutputType, requestPrompts, requestSampling,
+  checkRequestLatents, generateResult, itemSeeds, loadModels, pixelsToUnitRange, precisionName, requestOutputType, requestPrompts, requestSampling, requestSeeds,
   requestSize, requireComponents, RunStages, type RunParams, runParamsOf, samplingDefaults, seededNoise, TextEncoderSlot, toRgbImages,
 } from './common.js';
 import { checkReferenceImage, imageToTensor, prepareReferenceImage, referenceImageSize } from './flux2-reference-images.js';
@@ -224,9 +224,10 @@ export class Flux2KleinPipeline implements Pipeline {
     const { width, height } = requestSize(req, fromImage ?? d, multiple, multiple);
     if (req.numFrames !== undefined && req.numFrames !== 1) throw new RequestError(`Flux2KleinPipeline makes images: num_frames must be 1, got ${req.numFrames}`, 'num_frames');
     const sampling = requestSampling(req, d);
+    const seeds = requestSeeds(req, sampling.seed, prompts.length * sampling.numOutputs);
     checkRequestLatents(req.latents, this.latentShape(prompts.length * sampling.numOutputs, height, width));
     const outputType = requestOutputType(req);
-    return { ...req, prompt: prompts, images, width, height, numFrames: 1, fps: 0, ...sampling, outputType };
+    return { ...req, prompt: prompts, images, width, height, numFrames: 1, fps: 0, ...sampling, seeds, outputType };
   }
 
   /** The initial latents before packing: [B, 128, H/16, W/16] (prepare_latents). */
@@ -311,7 +312,7 @@ export class Flux2KleinPipeline implements Pipeline {
       const given = p.latents;
       latents = keep(
         scope(() =>
-          packLatents(given ? given.toDevice(this.device).to('float32') : seededNoise(this.latentShape(batch, p.height, p.width), p.seed, this.device)),
+          packLatents(given ? given.toDevice(this.device).to('float32') : seededNoise(this.latentShape(batch, p.height, p.width), itemSeeds(p, batch), this.device)),
         ),
       );
       const noiseIds = latentIds(lh, lw);

@@ -47,8 +47,11 @@ export interface Progress {
   totalSteps: number;
   /** milliseconds the last step took */
   stepMs: number;
-  /** decodes the current latents into a preview (costs a VAE decode) */
-  preview?: () => RgbImage[];
+  /**
+   * Decodes the current latents of output items [from, from + count) (default: all) into a preview
+   * (costs a VAE decode): one image per item, or a video pipeline's frames of the first of them.
+   */
+  preview?: (from?: number, count?: number) => RgbImage[];
 }
 
 export interface GenerateRequest {
@@ -63,6 +66,12 @@ export interface GenerateRequest {
   /** outputs per prompt */
   numOutputs?: number;
   seed?: number;
+  /**
+   * One seed per output item (prompts x numOutputs, each prompt's outputs together) instead of
+   * seed, seed + 1, ...: item j's noise is what a request of its own with `seed: seeds[j]` would get
+   * for its first output. Lets requests run as one batch with the noise each would get alone.
+   */
+  seeds?: number[];
   /** reference images for editing / image-to-video */
   images?: RgbImage[];
   /** initial noise instead of seeded noise */

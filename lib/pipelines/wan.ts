@@ -18,8 +18,8 @@ import type { SequenceParallel } from '../parallel/sequence.js';
 import { UniPCMultistepScheduler } from '../schedulers/unipc.js';
 import type { UniPCMultistepSchedulerConfig } from '../io/configs.js';
 import {
-  checkRequestLatents, generateResult, loadModels, pixelsToUnitRange, precisionName, requestInt, requestOutputType, requestPrompts,
-  requestSampling, requestSize, requireComponents, RunStages, type RunParams, runParamsOf, samplingDefaults, seededNoise, TextEncoderSlot,
+  checkRequestLatents, generateResult, itemSeeds, loadModels, pixelsToUnitRange, precisionName, requestInt, requestOutputType, requestPrompts,
+  requestSampling, requestSeeds, requestSize, requireComponents, RunStages, type RunParams, runParamsOf, samplingDefaults, seededNoise, TextEncoderSlot,
   toRgbFrames,
 } from './common.js';
 import { type PipelineLoadContext, registerPipeline } from './load.js';
@@ -162,9 +162,10 @@ export class WanPipeline implements Pipeline {
       throw new RequestError(`num_frames must be ${this.vaeScaleTemporal}k+1 (1, 5, 9, ..., 81, ...), got ${numFrames}`, 'num_frames');
     const fps = requestInt(req.fps, d.fps, 'fps', 1, 240);
     const sampling = requestSampling(req, d);
+    const seeds = requestSeeds(req, sampling.seed, prompts.length * sampling.numOutputs);
     checkRequestLatents(req.latents, this.latentShape(prompts.length * sampling.numOutputs, numFrames, height, width));
     const outputType = requestOutputType(req);
-    return { ...req, prompt: prompts, width, height, numFrames, fps, ...sampling, outputType };
+    return { ...req, prompt: prompts, width, height, numFrames, fps, ...sampling, seeds, outputType };
   }
 
   /** [B, z_dim, (F - 1) / 4 + 1, H / 8, W / 8] */
@@ -257,7 +258,7 @@ export class WanPipeline implements Pipeline {
       latents = keep(
         given
           ? scope(() => given.toDevice(this.device).to('float32').clone())
-          : seededNoise(this.latentShape(batch, p.numFrames, p.height, p.width), p.seed, this.device),
+          : seededNoise(this.latentShape(batch, p.numFrames, p.height, p.width), itemSeeds(p, batch), this.device),
       );
       await stages.done('prepare_latents', t0);
 

@@ -16,7 +16,7 @@ import { AutoencoderKL } from '../models/vae/autoencoder-kl.js';
 import { ZImageTransformer2DModel } from '../models/zimage/transformer.js';
 import { calculateShift, FlowMatchEulerDiscreteScheduler } from '../schedulers/flow-match-euler.js';
 import {
-  checkRequestLatents, generateResult, loadModels, pixelsToUnitRange, precisionName, requestOutputType, requestPrompts, requestSampling,
+  checkRequestLatents, generateResult, itemSeeds, loadModels, pixelsToUnitRange, precisionName, requestOutputType, requestPrompts, requestSampling, requestSeeds,
   requestSize, requireComponents, RunStages, type RunParams, runParamsOf, samplingDefaults, seededNoise, TextEncoderSlot, toRgbImages,
 } from './common.js';
 import { type PipelineLoadContext, registerPipeline } from './load.js';
@@ -170,9 +170,10 @@ export class ZImagePipeline implements Pipeline {
     const { width, height } = requestSize(req, this.sampling, multiple, multiple);
     if (req.numFrames !== undefined && req.numFrames !== 1) throw new RequestError(`ZImagePipeline makes images: num_frames must be 1, got ${req.numFrames}`, 'num_frames');
     const sampling = requestSampling(req, this.sampling);
+    const seeds = requestSeeds(req, sampling.seed, prompts.length * sampling.numOutputs);
     checkRequestLatents(req.latents, this.latentShape(prompts.length * sampling.numOutputs, height, width));
     const outputType = requestOutputType(req);
-    return { ...req, prompt: prompts, width, height, numFrames: 1, fps: 0, ...sampling, outputType };
+    return { ...req, prompt: prompts, width, height, numFrames: 1, fps: 0, ...sampling, seeds, outputType };
   }
 
   /** [B, 16, 2 (H / 16), 2 (W / 16)] (prepare_latents) */
@@ -251,7 +252,7 @@ export class ZImagePipeline implements Pipeline {
       latents = keep(
         given
           ? scope(() => given.toDevice(this.device).to('float32').clone())
-          : seededNoise(this.latentShape(batch, p.height, p.width), p.seed, this.device),
+          : seededNoise(this.latentShape(batch, p.height, p.width), itemSeeds(p, batch), this.device),
       );
       await stages.done('prepare_latents', t0);
 
