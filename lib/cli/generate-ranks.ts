@@ -56,7 +56,7 @@ function runJob(
     group.on('message', onMessage);
     group.on('exit', onExit);
     process.once('SIGINT', onSigint);
-    if (!group.send({ type: 'run', jobId, kind, params: { generation, output: { ...output, partialImages: 0 } }, files })) {
+    if (!group.send({ type: 'run', jobs: [{ jobId, kind, params: { generation, output: { ...output, partialImages: 0 } }, files }] })) {
       finish(() => reject(new JobError('worker_crashed', 'the ranks are not running')));
     }
   });

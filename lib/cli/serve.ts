@@ -31,6 +31,7 @@ export const SERVE_FLAGS: FlagTable = {
   warmup: { type: 'boolean', help: 'run a 1-step generation after loading, before serving' },
   'api-key': { type: 'string', help: 'require "Authorization: Bearer KEY" on every route but /health', placeholder: 'key', defaultText: '$NODE_DIFFUSION_API_KEY' },
   'max-queue': { type: 'int', help: 'jobs waiting before requests get 429', defaultText: '256' },
+  'max-batch-size': { type: 'int', help: 'compatible queued requests run together as one pipeline batch (1: no batching)', defaultText: '4 on CUDA, 1 on the CPU' },
   'log-level': { type: 'string', help: 'log level', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], defaultText: 'info' },
   cors: { type: 'boolean', help: 'allow cross-origin requests from any origin' },
   'cors-origins': { type: 'list', help: 'allow cross-origin requests from these origins only', placeholder: 'origin,origin' },
@@ -80,6 +81,7 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
     return x as number | undefined;
   };
   const maxQueue = positive('max-queue');
+  const maxBatchSize = positive('max-batch-size');
   const layout = {
     numGpus: positive('num-gpus') ?? 1,
     ulyssesDegree: positive('ulysses-degree'),
@@ -108,6 +110,7 @@ export function serveConfig(argv: readonly string[]): ServeConfig | 'help' {
     apiKey: (v['api-key'] as string | undefined) ?? process.env.NODE_DIFFUSION_API_KEY ?? null,
     cors: origins && origins.length > 0 ? origins : ((v.cors as boolean | undefined) ?? false),
     maxQueue: maxQueue ?? 256,
+    ...(maxBatchSize !== undefined ? { maxBatchSize } : {}),
     requeueOnRestart: (v['requeue-on-restart'] as boolean | undefined) ?? false,
     outputRetentionSeconds: retention ?? null,
     shutdownTimeoutMs: shutdown === undefined ? 30_000 : shutdown * 1000,

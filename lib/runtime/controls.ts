@@ -44,7 +44,12 @@ export class ControlChannel {
     return this.runningExclusive !== null || this.replaying;
   }
 
-  /** A restarted worker is being given its weight state back. */
+  /** The job-order position of the next queued exclusive operation (Infinity when none): no batch runs a job across it. */
+  get nextExclusiveSeq(): number {
+    return this.waiting[0]?.seq ?? Number.POSITIVE_INFINITY;
+  }
+
+    /** A restarted worker is being given its weight state back. */
   get restoring(): boolean {
     return this.replaying;
   }

@@ -11,6 +11,7 @@ export class RuntimeMetrics {
   readonly stepSeconds: Histogram;
   readonly stageSeconds: Histogram<'stage'>;
   readonly jobSeconds: Histogram<'kind'>;
+  readonly batchSize: Histogram;
   readonly workerMemory: Gauge<'kind'>;
   readonly workerRestarts: Counter;
   readonly workerUp: Gauge;
@@ -54,6 +55,12 @@ export class RuntimeMetrics {
       help: 'Wall time of a job from start on the worker to its files being written',
       labelNames: ['kind'],
       buckets: [0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600],
+      registers,
+    });
+    this.batchSize = new Histogram({
+      name: 'node_diffusion_batch_size',
+      help: 'Jobs per pipeline run (request batching, --max-batch-size; 1: a job ran alone)',
+      buckets: [1, 2, 3, 4, 6, 8, 12, 16, 32],
       registers,
     });
     this.workerMemory = new Gauge({

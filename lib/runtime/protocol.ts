@@ -93,9 +93,22 @@ export interface ControlReplay {
   args: unknown;
 }
 
+/** One job of a run: the worker reports progress and the outcome per job. */
+export interface RunJob {
+  jobId: string;
+  kind: JobKind | 'probe';
+  params: JobParams;
+  files: JobFiles;
+}
+
 export type ToWorker =
   | { type: 'load'; options: LoadOptions }
-  | { type: 'run'; jobId: string; kind: JobKind | 'probe'; params: JobParams; files: JobFiles }
+  /**
+   * Runs jobs as one pipeline batch (batching.ts decides which may share one; a single job is a batch
+   * of one). Every job gets its own 'done' or 'failed'; the last of them comes after the pipeline run
+   * has ended, so the worker is free once each job of the batch has reported.
+   */
+  | { type: 'run'; jobs: RunJob[] }
   | { type: 'cancel'; jobId: string }
   | { type: 'control'; id: string; op: string; args: unknown };
 
@@ -115,6 +128,8 @@ export interface JobOutcome {
   peakMemoryMb: number;
   /** milliseconds per pipeline stage, plus `encode` */
   timings: Record<string, number>;
+  /** jobs that ran in the same pipeline batch as this one (1: alone) */
+  batchSize: number;
   images: Array<{ id: string; width: number; height: number; bytes: number }>;
 }
 

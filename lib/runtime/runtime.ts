@@ -1,5 +1,6 @@
-// The job runtime of a server: SQLite job store, FIFO queue, one worker process running one job at a time,
-// restart of a dead worker, retention of output files and graceful shutdown.
+// The job runtime of a server: SQLite job store, FIFO queue, one worker process running one batch of
+// compatible jobs at a time (batching.ts; a batch of one unless --max-batch-size allows more), restart of
+// a dead worker, retention of output files and graceful shutdown.
 import { EventEmitter } from 'node:events';
 import { copyFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import sharp from 'sharp';
 
 import type { ImageFormat } from '../encode/image.js';
 import type { PipelineInfo, RgbImage, Stage } from '../pipelines/types.js';
+import { defaultMaxBatchSize, takeBatch } from './batching.js';
 import { isValidId, newId } from './ids.js';
 import { OutputLayout } from './layout.js';
 import { ControlChannel } from './controls.js';
@@ -30,6 +32,8 @@ export interface RuntimeOptions {
   load: LoadOptions;
   /** queued (not yet running) jobs accepted before 429 */
   maxQueue: number;
+  /** compatible queued jobs one pipeline run may take (--max-batch-size); null: defaultMaxBatchSize of the device */
+  maxBatchSize?: number | null;
   /** requeue video jobs that were running when the server stopped, instead of failing them */
   requeueOnRestart: boolean;
   /** seconds after completion when output files are removed; null keeps them */
@@ -144,7 +148,10 @@ export class Runtime {
   private infoValue: PipelineInfo | null = null;
   private readonly queue: ActiveJob[] = [];
   private readonly active = new Map<string, ActiveJob>();
-  private running: ActiveJob | null = null;
+  /** the jobs the worker runs now (one pipeline batch), until each has reported its end */
+  private batch: ActiveJob[] = [];
+  private batchStartedMs = 0;
+  private maxBatch = 1;
   private closing = false;
   private closed: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
@@ -226,6 +233,11 @@ export class Runtime {
     return this.queue.length;
   }
 
+  /** The most jobs one pipeline run takes (known once the first worker has loaded the model). */
+  get maxBatchSize(): number {
+    return this.maxBatch;
+  }
+
   // ---------------------------------------------------------------------------------------------- startup
 
   /**
@@ -294,6 +306,7 @@ export class Runtime {
     }
     this.worker = w;
     this.infoValue = info;
+    this.maxBatch = this.opts.maxBatchSize ?? defaultMaxBatchSize(info.device);
     this.metrics.workerUp.set(1);
     this.log.info({ pid: w.pid, model: info.modelPath, pipeline: info.pipelineClass, loadSeconds }, 'worker ready');
     await this.controls.replay((m) => w.send(m));
@@ -336,7 +349,7 @@ export class Runtime {
 
   private checkCapacity(): void {
     if (this.queue.length >= this.opts.maxQueue) {
-      const retry = Math.min(3600, Math.max(1, Math.ceil(this.meanJobSeconds * (1 + (this.running ? 1 : 0)))));
+      const retry = Math.min(3600, Math.max(1, Math.ceil(this.meanJobSeconds * (1 + (this.batch.length > 0 ? 1 : 0)))));
       throw new QueueFullError(this.opts.maxQueue, retry);
     }
   }
@@ -428,20 +441,30 @@ export class Runtime {
     return done;
   }
 
+  /**
+   * Gives the free worker its next work: an exclusive control operation that comes first, or the job at
+   * the head of the queue with the compatible jobs right behind it (up to the batch size, never across a
+   * weight operation queued between them).
+   */
   private pump(): void {
-    if (this.running || this.controls.busy || this.closing || !this.worker?.alive) return;
+    if (this.batch.length > 0 || this.controls.busy || this.closing || !this.worker?.alive) return;
     const worker = this.worker;
     if (this.controls.startNext(this.queue[0]?.seq ?? Number.POSITIVE_INFINITY, (m) => worker.send(m))) return;
-    const job = this.queue.shift();
-    if (!job) return;
+    const batch = takeBatch(this.queue, this.maxBatch, this.controls.nextExclusiveSeq);
+    if (batch.length === 0) return;
     this.metrics.queueDepth.set(this.queue.length);
-    this.running = job;
-    job.running = true;
-    if (job.kind !== 'probe') this.store.markStarted(job.id, nowS());
-    this.progressWritten.set(job.id, 0);
-    job.startedAtMs = performance.now();
-    this.worker.send({ type: 'run', jobId: job.id, kind: job.kind, params: job.params, files: job.files });
-    this.log.info({ jobId: job.id, kind: job.kind, reqId: job.requestId }, 'job started');
+    this.batch = batch;
+    this.batchStartedMs = performance.now();
+    const at = nowS();
+    for (const job of batch) {
+      job.running = true;
+      job.startedAtMs = this.batchStartedMs;
+      if (job.kind !== 'probe') this.store.markStarted(job.id, at);
+      this.progressWritten.set(job.id, 0);
+    }
+    this.metrics.batchSize.observe(batch.length);
+    worker.send({ type: 'run', jobs: batch.map((j) => ({ jobId: j.id, kind: j.kind, params: j.params, files: j.files })) });
+    for (const job of batch) this.log.info({ jobId: job.id, kind: job.kind, reqId: job.requestId, batchSize: batch.length }, 'job started');
   }
 
   private onWorkerMessage(m: FromWorker): void {
@@ -489,14 +512,14 @@ export class Runtime {
     }
   }
 
+  /** A job of the running batch reported its end; the worker is free once every job of the batch has. */
   private release(job: ActiveJob): void {
     this.active.delete(job.id);
     this.progressWritten.delete(job.id);
-    if (this.running === job) {
-      this.running = null;
-      if (job.startedAtMs !== null) {
-        this.meanJobSeconds = 0.7 * this.meanJobSeconds + (0.3 * (performance.now() - job.startedAtMs)) / 1000;
-      }
+    const i = this.batch.indexOf(job);
+    if (i >= 0) {
+      this.batch.splice(i, 1);
+      if (this.batch.length === 0) this.meanJobSeconds = 0.7 * this.meanJobSeconds + (0.3 * (performance.now() - this.batchStartedMs)) / 1000;
     }
     this.pump();
   }
@@ -534,12 +557,19 @@ export class Runtime {
       expiresAt,
       expired: false,
     }));
-    this.store.complete(job.id, { completedAt, expiresAt, inferenceTimeS: outcome.inferenceTimeS, peakMemoryMb: outcome.peakMemoryMb, images });
+    this.store.complete(job.id, {
+      completedAt,
+      expiresAt,
+      inferenceTimeS: outcome.inferenceTimeS,
+      peakMemoryMb: outcome.peakMemoryMb,
+      batchSize: outcome.batchSize,
+      images,
+    });
     // An edit's reference images are only needed while it runs (videos keep theirs for remix).
     if (kind === 'image') await Promise.all(job.files.inputs.map((f) => rm(f, { force: true })));
     this.metrics.jobsFinished.inc({ kind, outcome: 'completed' });
     this.metrics.jobSeconds.observe({ kind }, outcome.inferenceTimeS);
-    this.log.info({ jobId: job.id, kind, reqId: job.requestId, inferenceTimeS: outcome.inferenceTimeS }, 'job completed');
+    this.log.info({ jobId: job.id, kind, reqId: job.requestId, inferenceTimeS: outcome.inferenceTimeS, batchSize: outcome.batchSize }, 'job completed');
     job.resolve({ record: this.store.getJob(job.id), images, outcome });
   }
 
@@ -582,16 +612,17 @@ export class Runtime {
     this.metrics.workerUp.set(0);
     const how = reason ?? (signal ? `killed by ${signal}` : `exit code ${code}`);
     this.controls.workerDied(how);
-    const job = this.running;
-    if (job) {
+    const batch = [...this.batch];
+    const together = batch.length > 1 ? ` with ${batch.length - 1} other job(s) of its batch` : '';
+    for (const job of batch) {
       void this.fail(job, {
         code: 'worker_crashed',
-        message: `the worker process died while running this job (${how}); the job did not finish`,
+        message: `the worker process died while running this job${together} (${how}); the job did not finish`,
       });
     }
     if (this.closing) return;
     this.metrics.workerRestarts.inc();
-    this.log.error({ how, jobId: job?.id }, 'worker process died; restarting it');
+    this.log.error({ how, jobIds: batch.map((j) => j.id) }, 'worker process died; restarting it');
     this.scheduleRestart();
   }
 
@@ -606,7 +637,8 @@ export class Runtime {
   }
 
   /**
-   * Cancels a queued or running job and deletes it with its files. A running job stops at its next step;
+   * Cancels a queued or running job and deletes it with its files, at once. A running job's outputs are
+   * dropped; its batch stops at the next step once every job of it is cancelled (the others go on), and
    * whatever it still writes is removed when the worker reports back.
    */
   async deleteJob(id: string): Promise<boolean> {
@@ -661,7 +693,7 @@ export class Runtime {
   // ---------------------------------------------------------------------------------------------- shutdown
 
   /**
-   * Stops accepting work, gives the running job up to shutdownTimeoutMs to finish, then cancels it
+   * Stops accepting work, gives the running jobs up to shutdownTimeoutMs to finish, then cancels them
    * (failed, or requeued with requeueOnRestart); queued video jobs stay queued for the next start.
    */
   close(): Promise<void> {
@@ -695,16 +727,13 @@ export class Runtime {
       job.reject(new UnavailableError('the server shut down before this request ran'));
     }
     this.metrics.queueDepth.set(0);
-    const running = this.running;
-    if (running) {
-      const settled = running.result.then(
-        () => true,
-        () => true,
-      );
+    const running = [...this.batch];
+    if (running.length > 0) {
+      const settled = Promise.all(running.map((job) => job.result.then(() => true, () => true))).then(() => true);
       const timeout = (ms: number) => new Promise<false>((r) => setTimeout(() => r(false), ms).unref());
-      this.log.info({ jobId: running.id, timeoutMs: this.opts.shutdownTimeoutMs }, 'waiting for the running job before shutdown');
+      this.log.info({ jobIds: running.map((j) => j.id), timeoutMs: this.opts.shutdownTimeoutMs }, 'waiting for the running job before shutdown');
       if (!(await Promise.race([settled, timeout(this.opts.shutdownTimeoutMs)]))) {
-        this.worker?.send({ type: 'cancel', jobId: running.id });
+        for (const job of running) this.worker?.send({ type: 'cancel', jobId: job.id });
         await Promise.race([settled, timeout(2000)]);
       }
     }

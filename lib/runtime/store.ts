@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { assertId } from './ids.js';
 import type { JobError, JobKind, JobParams, JobStatus } from './protocol.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   error_code TEXT,
   error_message TEXT,
   inference_time_s REAL,
-  peak_memory_mb REAL
+  peak_memory_mb REAL,
+  batch_size INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_kind ON jobs (kind, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
@@ -63,6 +64,8 @@ export interface JobRecord {
   error: JobError | null;
   inferenceTimeS: number | null;
   peakMemoryMb: number | null;
+  /** requests that ran in the same pipeline batch as this one (1: alone; null until completed) */
+  batchSize: number | null;
 }
 
 export interface ImageRecord {
@@ -97,6 +100,7 @@ interface JobRow {
   error_message: string | null;
   inference_time_s: number | null;
   peak_memory_mb: number | null;
+  batch_size: number | null;
 }
 
 interface ImageRow {
@@ -131,6 +135,7 @@ function toJob(r: JobRow): JobRecord {
     error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
     inferenceTimeS: r.inference_time_s,
     peakMemoryMb: r.peak_memory_mb,
+    batchSize: r.batch_size,
   };
 }
 
@@ -181,6 +186,12 @@ export class JobStore {
     const row = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
     if (!row) {
       this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
+    } else if (Number(row.value) === 1) {
+      // version 2 records the batch size of completed jobs; older jobs have none
+      this.db.transaction(() => {
+        this.db.exec(`ALTER TABLE jobs ADD COLUMN batch_size INTEGER`);
+        this.db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema_version'`).run(String(SCHEMA_VERSION));
+      })();
     } else if (Number(row.value) !== SCHEMA_VERSION) {
       throw new Error(
         `job database schema version ${row.value} is not supported by this version (expects ${SCHEMA_VERSION}); use another --output-path`,
@@ -253,15 +264,15 @@ export class JobStore {
   /** Marks a job completed and records its images in one transaction. */
   complete(
     id: string,
-    r: { completedAt: number; expiresAt: number | null; inferenceTimeS: number; peakMemoryMb: number; images: ImageRecord[] },
+    r: { completedAt: number; expiresAt: number | null; inferenceTimeS: number; peakMemoryMb: number; batchSize: number; images: ImageRecord[] },
   ): void {
     const tx = this.db.transaction(() => {
       this.db
         .prepare(
           `UPDATE jobs SET status = 'completed', progress = 100, completed_at = ?, expires_at = ?, inference_time_s = ?,
-           peak_memory_mb = ?, error_code = NULL, error_message = NULL WHERE id = ?`,
+           peak_memory_mb = ?, batch_size = ?, error_code = NULL, error_message = NULL WHERE id = ?`,
         )
-        .run(r.completedAt, r.expiresAt, r.inferenceTimeS, r.peakMemoryMb, id);
+        .run(r.completedAt, r.expiresAt, r.inferenceTimeS, r.peakMemoryMb, r.batchSize, id);
       const ins = this.db.prepare(
         `INSERT INTO images (id, job_id, idx, format, width, height, bytes, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,

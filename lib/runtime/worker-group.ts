@@ -1,9 +1,9 @@
 // A group of worker processes, one per rank (--num-gpus N), that the runtime drives as one worker.
 // Every rank gets every job and control operation and runs the same pipeline in lockstep (the
 // ranks exchange tensors between themselves: lib/parallel); rank 0 reports progress and writes the
-// outputs. A job's outcome is reported once every rank has finished it. A rank that dies, or fails
-// on its own while the others are still inside the job (they would wait for it forever), brings the
-// whole group down, so the runtime fails the job and starts a fresh group.
+// outputs. A job's outcome (each job of a batch has its own) is reported once every rank has finished
+// it. A rank that dies, or fails on its own while the others are still inside the job (they would wait
+// for it forever), brings the whole group down, so the runtime fails the batch and starts a fresh group.
 import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -106,7 +106,7 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
   send(msg: ToWorker): boolean {
     if (!this.alive) return false;
     // filled slots, not holes: every() skips holes
-    if (msg.type === 'run') this.jobs.set(msg.jobId, Array.from({ length: this.size }, () => undefined));
+    if (msg.type === 'run') for (const job of msg.jobs) this.jobs.set(job.jobId, Array.from({ length: this.size }, () => undefined));
     if (msg.type === 'control') this.controls.set(msg.id, Array.from({ length: this.size }, () => undefined));
     return this.ranks.map((w) => w.send(msg)).every(Boolean);
   }

@@ -1,5 +1,6 @@
-// The worker process: loads the pipeline once and runs one job at a time for the server process, reporting
-// progress per denoising step and writing the encoded outputs to the paths the server chose.
+// The worker process: loads the pipeline once and runs one batch of jobs at a time for the server process
+// (usually a batch of one), reporting progress per job and denoising step and writing each job's encoded
+// outputs to the paths the server chose.
 // Started by WorkerProcess (worker-process.ts) with child_process.fork; talks over IPC only.
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 
@@ -13,17 +14,17 @@ import { ParallelGroups } from '../parallel/groups.js';
 import { openNcclCommunicator } from '../parallel/nccl.js';
 import { openShmCommunicator } from '../parallel/shm.js';
 import { type DeviceChoice, loadPipeline, resolveDevice } from '../pipelines/load.js';
-import { type GenerateRequest, type Pipeline, type Progress, RequestError, type RgbImage } from '../pipelines/types.js';
+import { type GenerateRequest, type GenerateResult, type Pipeline, type Progress, RequestError, type RgbImage } from '../pipelines/types.js';
+import { batchRequest, itemCount, splitOutputs } from './batching.js';
 import {
   type FromWorker,
   type JobError,
-  type JobFiles,
-  type JobKind,
-  type JobParams,
+  type JobOutcome,
   type LoadOptions,
   type MemorySample,
   previewSteps,
   type RankOptions,
+  type RunJob,
   type ToWorker,
 } from './protocol.js';
 
@@ -104,103 +105,192 @@ function jobError(err: unknown, signal: AbortSignal): JobError {
   return { code: 'generation_failed', message: `generation failed: ${message}` };
 }
 
-async function run(jobId: string, kind: JobKind | 'probe', params: JobParams, files: JobFiles): Promise<void> {
-  const controller = new AbortController();
-  controllers.set(jobId, controller);
-  const written: string[] = [];
+/** A job of the running batch: its validated request, its items in the batch and its previews. */
+interface Member {
+  job: RunJob;
+  controller: AbortController;
+  request: GenerateRequest;
+  /** its output items in the batch: [from, from + count) */
+  from: number;
+  count: number;
+  previewAt: Set<number>;
+  previewIndex: number;
+}
+
+/** Validates one job of a batch (its reference images decoded): the request the pipeline takes for it alone. */
+async function validateJob(p: Pipeline, job: RunJob): Promise<GenerateRequest> {
+  const g = job.params.generation;
+  const inputs: RgbImage[] = [];
+  for (const path of job.files.inputs) inputs.push(await decodeImage(await readFile(path), { param: 'input image' }));
+  return p.validate({
+    prompt: g.prompt,
+    negativePrompt: g.negativePrompt,
+    width: g.width ?? undefined,
+    height: g.height ?? undefined,
+    numFrames: g.numFrames,
+    fps: g.fps,
+    numInferenceSteps: g.numInferenceSteps,
+    guidanceScale: g.guidanceScale,
+    numOutputs: g.numOutputs,
+    seed: g.seed,
+    images: inputs.length > 0 ? inputs : undefined,
+  });
+}
+
+/** Encodes and writes one job's outputs (rank 0); returns the image records and the paths written. */
+async function writeOutputs(job: RunJob, outputs: RgbImage[][], fps: number, written: string[]): Promise<JobOutcome['images']> {
+  const { kind, files, params } = job;
+  const format = params.output.format;
+  const images: JobOutcome['images'] = [];
+  if (kind === 'video') {
+    const frames = outputs[0];
+    if (!frames || frames.length === 0 || !files.video || !files.thumbnail) throw new Error('the pipeline returned no frames');
+    written.push(files.video, files.thumbnail);
+    await encodeMp4(frames, { fps, quality: params.output.quality }, files.video);
+    await writeAtomic(files.thumbnail, await encodeThumbnail(frames[0] as RgbImage));
+  } else if (kind === 'image') {
+    const targets = files.images ?? [];
+    if (outputs.length !== targets.length) throw new Error(`the pipeline returned ${outputs.length} outputs for ${targets.length} requested`);
+    for (let i = 0; i < targets.length; ++i) {
+      const target = targets[i] as { id: string; path: string };
+      const img = (outputs[i] as RgbImage[])[0] as RgbImage;
+      const bytes = await encodeImage(img, format as ImageFormat, params.output.quality);
+      written.push(target.path);
+      await writeAtomic(target.path, bytes);
+      images.push({ id: target.id, width: img.width, height: img.height, bytes: bytes.length });
+    }
+  }
+  return images;
+}
+
+async function removeWritten(written: string[]): Promise<void> {
+  await Promise.all(written.flatMap((f) => [rm(f, { force: true }), rm(`${f}.partial`, { force: true })]));
+}
+
+/**
+ * Runs jobs as one pipeline batch (see batching.ts). Each job is validated alone (a rejected one fails
+ * alone), then the valid ones run as one request with one seed per output item, each job reporting its
+ * own progress and previews. A cancelled job is reported when the batch ends, its outputs dropped; the
+ * run stops at the next step only when every job of it is cancelled.
+ */
+async function run(jobs: RunJob[]): Promise<void> {
+  const lead = rank === 0;
+  const members: Member[] = [];
+  const stopped = new AbortController();
+  const stopIfAllCancelled = () => {
+    if (members.length > 0 && members.every((m) => m.controller.signal.aborted)) stopped.abort();
+  };
+  const controllerOf = new Map<string, AbortController>();
+  for (const job of jobs) {
+    const controller = new AbortController();
+    controller.signal.addEventListener('abort', stopIfAllCancelled);
+    controllers.set(job.jobId, controller);
+    controllerOf.set(job.jobId, controller);
+  }
+  const end = (m: FromWorker & { jobId: string }) => {
+    controllers.delete(m.jobId);
+    send(m);
+  };
   try {
-    if (!pipeline) throw new Error('no pipeline loaded');
-    const p = pipeline;
-    const g = params.generation;
-    const inputs: RgbImage[] = [];
-    for (const path of files.inputs) inputs.push(await decodeImage(await readFile(path), { param: 'input image' }));
-    const format = params.output.format;
-    const previewAt = kind === 'image' && format !== 'mp4' ? previewSteps(g.numInferenceSteps, params.output.partialImages) : new Set<number>();
-    let previewIndex = 0;
-    const lead = rank === 0;
+    let items = 0;
+    for (const job of jobs) {
+      const controller = controllerOf.get(job.jobId) as AbortController;
+      try {
+        if (!pipeline) throw new Error('no pipeline loaded');
+        const request = await validateJob(pipeline, job);
+        const count = itemCount(request);
+        const format = job.params.output.format;
+        const previewAt =
+          job.kind === 'image' && format !== 'mp4' ? previewSteps(job.params.generation.numInferenceSteps, job.params.output.partialImages) : new Set<number>();
+        members.push({ job, controller, request, from: items, count, previewAt, previewIndex: 0 });
+        items += count;
+      } catch (err) {
+        end({ type: 'failed', jobId: job.jobId, error: jobError(err, controller.signal) });
+      }
+    }
+    if (members.length === 0) return;
+    stopIfAllCancelled();
+    const p = pipeline as Pipeline;
+    const requests = members.map((m) => m.request);
+    if (lead) {
+      for (const { job, request } of members) {
+        const g = job.params.generation;
+        send({
+          type: 'started',
+          jobId: job.jobId,
+          numFrames: request.numFrames ?? g.numFrames,
+          width: request.width ?? g.width ?? 0,
+          height: request.height ?? g.height ?? 0,
+          fps: request.fps ?? g.fps,
+        });
+      }
+    }
     const onProgress = async (pr: Progress): Promise<void> => {
       if (!lead) {
         // a rank of a group stops when rank 0 does: the pipeline takes rank 0's decision at each step
         await new Promise<void>((resolve) => setImmediate(resolve));
         return;
       }
-      send({ type: 'progress', jobId, stage: pr.stage, step: pr.step, totalSteps: pr.totalSteps, stepMs: pr.stepMs, memory: memorySample() });
-      if (pr.stage === 'denoise' && previewAt.has(pr.step) && pr.preview && format !== 'mp4') {
-        const frames = pr.preview();
-        const images = await Promise.all(frames.map((f) => encodeImage(f, format as ImageFormat, params.output.quality)));
-        send({ type: 'partial', jobId, index: previewIndex++, images });
+      const memory = memorySample();
+      for (const m of members) {
+        if (m.controller.signal.aborted) continue;
+        const jobId = m.job.jobId;
+        send({ type: 'progress', jobId, stage: pr.stage, step: pr.step, totalSteps: pr.totalSteps, stepMs: pr.stepMs, memory });
+        if (pr.stage === 'denoise' && m.previewAt.has(pr.step) && pr.preview) {
+          const output = m.job.params.output;
+          const frames = pr.preview(m.from, m.count);
+          const images = await Promise.all(frames.map((f) => encodeImage(f, output.format as ImageFormat, output.quality)));
+          send({ type: 'partial', jobId, index: m.previewIndex++, images });
+        }
       }
-      // Let IPC messages (cancel) in between steps; a cancelled job stops here, at the step boundary.
+      // Let IPC messages (cancel) in between steps; a batch whose jobs are all cancelled stops here, at the step boundary.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (!groups) controller.signal.throwIfAborted();
+      if (!groups) stopped.signal.throwIfAborted();
     };
-    const request: GenerateRequest = p.validate({
-      prompt: g.prompt,
-      negativePrompt: g.negativePrompt,
-      width: g.width ?? undefined,
-      height: g.height ?? undefined,
-      numFrames: g.numFrames,
-      fps: g.fps,
-      numInferenceSteps: g.numInferenceSteps,
-      guidanceScale: g.guidanceScale,
-      numOutputs: g.numOutputs,
-      seed: g.seed,
-      images: inputs.length > 0 ? inputs : undefined,
-    });
-    if (lead) send({
-      type: 'started',
-      jobId,
-      numFrames: request.numFrames ?? g.numFrames,
-      width: request.width ?? g.width ?? 0,
-      height: request.height ?? g.height ?? 0,
-      fps: request.fps ?? g.fps,
-    });
     const t0 = performance.now();
-    const result = await p.generate({ ...request, onProgress, signal: controller.signal });
+    let result: GenerateResult;
+    try {
+      result = await p.generate({ ...batchRequest(requests), onProgress, signal: stopped.signal });
+    } catch (err) {
+      for (const m of members) end({ type: 'failed', jobId: m.job.jobId, error: jobError(err, m.controller.signal) });
+      return;
+    }
     const inferenceTimeS = (performance.now() - t0) / 1000;
-    const te = performance.now();
-    const images: Array<{ id: string; width: number; height: number; bytes: number }> = [];
-    // of a group, rank 0 writes the outputs
-    if (lead && kind === 'video') {
-      const frames = result.outputs[0];
-      if (!frames || frames.length === 0 || !files.video || !files.thumbnail) throw new Error('the pipeline returned no frames');
-      written.push(files.video, files.thumbnail);
-      await encodeMp4(frames, { fps: result.fps, quality: params.output.quality }, files.video);
-      await writeAtomic(files.thumbnail, await encodeThumbnail(frames[0] as RgbImage));
-    } else if (lead && kind === 'image') {
-      const targets = files.images ?? [];
-      if (result.outputs.length !== targets.length) {
-        throw new Error(`the pipeline returned ${result.outputs.length} outputs for ${targets.length} requested`);
+    const shares = splitOutputs(requests, result);
+    for (const [i, m] of members.entries()) {
+      const jobId = m.job.jobId;
+      if (m.controller.signal.aborted) {
+        end({ type: 'failed', jobId, error: { code: 'cancelled', message: 'the job was cancelled' } });
+        continue;
       }
-      for (let i = 0; i < targets.length; ++i) {
-        const target = targets[i] as { id: string; path: string };
-        const img = (result.outputs[i] as RgbImage[])[0] as RgbImage;
-        const bytes = await encodeImage(img, format as ImageFormat, params.output.quality);
-        written.push(target.path);
-        await writeAtomic(target.path, bytes);
-        images.push({ id: target.id, width: img.width, height: img.height, bytes: bytes.length });
+      const te = performance.now();
+      const written: string[] = [];
+      const fps = m.request.fps ?? result.fps;
+      try {
+        // of a group, rank 0 writes the outputs
+        const images = lead ? await writeOutputs(m.job, shares[i] as RgbImage[][], fps, written) : [];
+        end({
+          type: 'done',
+          jobId,
+          outcome: {
+            width: result.width,
+            height: result.height,
+            numFrames: result.numFrames,
+            fps,
+            inferenceTimeS,
+            peakMemoryMb: result.peakMemoryMb,
+            timings: { ...result.timings, encode_output: performance.now() - te },
+            batchSize: members.length,
+            images,
+          },
+        });
+      } catch (err) {
+        await removeWritten(written);
+        end({ type: 'failed', jobId, error: jobError(err, m.controller.signal) });
       }
     }
-    const timings = { ...result.timings, encode_output: performance.now() - te };
-    send({
-      type: 'done',
-      jobId,
-      outcome: {
-        width: result.width,
-        height: result.height,
-        numFrames: result.numFrames,
-        fps: result.fps,
-        inferenceTimeS,
-        peakMemoryMb: result.peakMemoryMb,
-        timings,
-        images,
-      },
-    });
-  } catch (err) {
-    await Promise.all(written.flatMap((f) => [rm(f, { force: true }), rm(`${f}.partial`, { force: true })]));
-    send({ type: 'failed', jobId, error: jobError(err, controller.signal) });
   } finally {
-    controllers.delete(jobId);
+    for (const job of jobs) controllers.delete(job.jobId);
     send({ type: 'memory', memory: memorySample() });
   }
 }
@@ -228,7 +318,7 @@ process.on('message', (msg: ToWorker) => {
       void load(msg.options);
       break;
     case 'run':
-      void run(msg.jobId, msg.kind, msg.params, msg.files);
+      void run(msg.jobs);
       break;
     case 'cancel':
       controllers.get(msg.jobId)?.abort();

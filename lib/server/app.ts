@@ -36,6 +36,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       maxLoras: opts.maxLoras,
     },
     maxQueue: opts.maxQueue,
+    maxBatchSize: opts.maxBatchSize,
     requeueOnRestart: opts.requeueOnRestart,
     retentionSeconds: opts.outputRetentionSeconds,
     shutdownTimeoutMs: opts.shutdownTimeoutMs,

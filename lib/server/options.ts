@@ -27,6 +27,8 @@ export interface ServerOptions {
   cors?: boolean | string[];
   /** queued jobs accepted before 429 (default 256) */
   maxQueue?: number;
+  /** compatible queued requests one pipeline run may take (default: 4 on CUDA, 1 (no batching) on the CPU) */
+  maxBatchSize?: number | null;
   /** requeue video jobs that were running when the server stopped instead of failing them */
   requeueOnRestart?: boolean;
   /** seconds after completion when output files are deleted (default: kept) */
@@ -58,8 +60,13 @@ export interface ServerOptions {
 }
 
 export type ResolvedServerOptions = Required<
-  Omit<ServerOptions, 'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds' | 'loraPath' | 'ulyssesDegree' | 'ringDegree' | 'enableCfgParallel'>
+  Omit<
+    ServerOptions,
+    'logStream' | 'workerEnv' | 'apiKey' | 'outputRetentionSeconds' | 'loraPath' | 'ulyssesDegree' | 'ringDegree' | 'enableCfgParallel' | 'maxBatchSize'
+  >
 > & {
+  /** null: by the device the model loaded on (defaultMaxBatchSize) */
+  maxBatchSize: number | null;
   /** the layout of the ranks (upstream's defaults applied, checked) */
   parallel: ParallelConfig;
   apiKey: string | null;
@@ -101,6 +108,7 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
     apiKey: apiKey === '' ? null : apiKey,
     cors: o.cors ?? false,
     maxQueue: o.maxQueue ?? DEFAULTS.maxQueue,
+    maxBatchSize: o.maxBatchSize ?? null,
     requeueOnRestart: o.requeueOnRestart ?? false,
     outputRetentionSeconds: o.outputRetentionSeconds ?? null,
     shutdownTimeoutMs: o.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs,
@@ -120,6 +128,7 @@ export function resolveServerOptions(o: ServerOptions): ResolvedServerOptions {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${name} must be a positive integer, got ${v}`);
   };
   positiveInt('maxQueue', r.maxQueue);
+  if (r.maxBatchSize !== null) positiveInt('maxBatchSize', r.maxBatchSize);
   positiveInt('maxUploadBytes', r.maxUploadBytes);
   positiveInt('maxInputPixels', r.maxInputPixels);
   positiveInt('numGpus', r.numGpus);

@@ -53,6 +53,8 @@ export function videoObject(job: JobRecord) {
     error: job.error ? { code: job.error.code, message: job.error.message } : null,
     inference_time_s: job.inferenceTimeS,
     peak_memory_mb: job.peakMemoryMb,
+    /** jobs that ran in one pipeline batch with this one, itself included (request batching) */
+    batch_size: job.batchSize,
     num_frames: g.numFrames,
     fps: g.fps,
     seed: g.seed,

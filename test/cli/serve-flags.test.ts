@@ -31,6 +31,7 @@ t.test('defaults', async (t) => {
     logLevel: 'info',
     componentPaths: {},
   });
+  t.equal(c.server.maxBatchSize, undefined, 'no --max-batch-size: chosen by the device (4 on CUDA, 1 on the CPU)');
 });
 
 t.test('every kind of value', async (t) => {
@@ -42,6 +43,7 @@ t.test('every kind of value', async (t) => {
     '--device', 'cpu',
     '--api-key', 'sk-1',
     '--max-queue', '3',
+    '--max-batch-size', '8',
     '--cors-origins', 'http://a.test, http://b.test',
     '--allow-url-fetch',
     '--output-retention', '24h',
@@ -65,6 +67,7 @@ t.test('every kind of value', async (t) => {
     device: 'cpu',
     apiKey: 'sk-1',
     maxQueue: 3,
+    maxBatchSize: 8,
     cors: ['http://a.test', 'http://b.test'],
     allowUrlFetch: true,
     outputRetentionSeconds: 86400,
@@ -89,6 +92,8 @@ t.test('bad flags are usage errors', async (t) => {
     [['--model-path', 'demo:wan', '--device', 'tpu'], /--device: expected one of cpu, cuda, auto/],
     [['--model-path', 'demo:wan', '--warmup=maybe'], /--warmup: expected true or false/],
     [['--model-path', 'demo:wan', '--max-queue', '0'], /--max-queue: must be greater than 0/],
+    [['--model-path', 'demo:wan', '--max-batch-size', '0'], /--max-batch-size: must be greater than 0/],
+    [['--model-path', 'demo:wan', '--max-batch-size', '1.5'], /--max-batch-size: expected an integer, got '1.5'/],
     [['--model-path', 'demo:wan', '--output-retention', 'soon'], /--output-retention: 'soon' is not a duration/],
     [['--model-path', 'demo:wan', '--num-gpus', '4', '--ulysses-degree', '2'], /^sp_degree \(4\) must equal ring_degree \* ulysses_degree \(1 \* 2 = 2\)$/],
     [['--model-path', 'demo:wan', '--enable-cfg-parallel'], /^CFG Parallelism is enabled via `--enable-cfg-parallel`, but num_gpus == 1$/],

@@ -1,7 +1,8 @@
 // A server whose worker is a group of CPU rank processes (--num-gpus 2 --device cpu): jobs run on all
 // ranks in lockstep, rank 0 writes the output; a cancelled job stops every rank at the same step and
 // the group goes on; a rank killed mid-job fails that job with an error naming the rank, the group
-// is restarted and the next job succeeds.
+// is restarted and the next job succeeds; compatible queued jobs run as one batch on the ranks, and
+// cancelling one of them leaves the other to complete.
 import { existsSync, statSync } from 'node:fs';
 
 import t from 'tap';
@@ -31,7 +32,7 @@ async function denoising(url: string, id: string) {
   });
 }
 
-const s = await startServer({ numGpus: 2 });
+const s = await startServer({ numGpus: 2, maxBatchSize: 4 });
 t.teardown(() => s.close());
 
 t.test('two ranks serve a job; rank 0 writes the video', async (t) => {
@@ -55,6 +56,26 @@ t.test('a cancelled job stops every rank; the same ranks run the next job', asyn
   const next = await settled(s.url, (await create(s.url, TINY)).id);
   t.equal(next.status, 'completed', 'the next job ran');
   t.same(s.app.runtime.workerPids, pids, 'no rank was restarted');
+});
+
+t.test('compatible jobs run as one batch on the ranks; one cancelled mid-batch, the other completes', async (t) => {
+  const pids = s.app.runtime.workerPids;
+  const blocker = await create(s.url, LONG);
+  await denoising(s.url, blocker.id);
+  const BATCHED = { ...TINY, num_inference_steps: 300 };
+  const cancelled = await create(s.url, { ...BATCHED, seed: 1 });
+  const kept = await create(s.url, { ...BATCHED, prompt: 'a lighthouse', seed: 2 });
+  await http(`${s.url}/v1/videos/${blocker.id}`, { method: 'DELETE' });
+  await denoising(s.url, cancelled.id);
+  t.equal((await http(`${s.url}/v1/videos/${kept.id}`)).body.status, 'in_progress', 'both run together');
+  t.equal((await http(`${s.url}/v1/videos/${cancelled.id}`, { method: 'DELETE' })).status, 200);
+  const done = await settled(s.url, kept.id);
+  t.same([done.status, done.batch_size], ['completed', 2], 'the other job of the batch completed');
+  t.equal((await http(`${s.url}/v1/videos/${cancelled.id}`)).status, 404, 'the cancelled one is gone');
+  t.notOk(existsSync(s.app.runtime.layout.videoFile(cancelled.id)), 'and wrote no video');
+  t.same(s.app.runtime.workerPids, pids, 'no rank was restarted');
+  const alone = await settled(s.url, (await create(s.url, TINY)).id);
+  t.same([alone.status, alone.batch_size], ['completed', 1]);
 });
 
 t.test('a rank killed mid-job: the job fails naming it, the group restarts, the next job succeeds', async (t) => {

@@ -111,12 +111,15 @@ t.test('jobs: insert, lifecycle, paging, deletion', async (t) => {
     expiresAt: 3000,
     inferenceTimeS: 1.5,
     peakMemoryMb: 12,
+    batchSize: 3,
     images: [{ id: img, jobId: imgJob, index: 0, format: 'png', width: 32, height: 32, bytes: 99, createdAt: 2002, expiresAt: 3000, expired: false }],
   });
   const done = store.getJob(imgJob);
   t.equal(done?.status, 'completed');
   t.equal(done?.progress, 100);
   t.equal(done?.inferenceTimeS, 1.5);
+  t.equal(done?.batchSize, 3, 'the batch it ran in');
+  t.equal(store.getJob(ids[1] as string)?.batchSize, null, 'none before completion');
   t.equal(store.getImage(img)?.bytes, 99);
   t.same(store.imagesOfJob(imgJob).map((i) => i.id), [img]);
 
@@ -167,7 +170,29 @@ t.test('database: WAL, schema version, survives reopening', async (t) => {
   const newer = new Database(file);
   newer.prepare(`UPDATE meta SET value = '99' WHERE key = 'schema_version'`).run();
   newer.close();
-  t.throws(() => new JobStore(file), /schema version 99 is not supported by this version \(expects 1\)/);
+  t.throws(() => new JobStore(file), /schema version 99 is not supported by this version \(expects 2\)/);
+});
+
+t.test('a version 1 database (no batch sizes) is migrated in place, its jobs kept', async (t) => {
+  const file = join(dir, 'v1.sqlite');
+  const id = newId('video');
+  const s1 = new JobStore(file);
+  s1.insertJob({ id, kind: 'video', model: 'm', prompt: 'old', params: params('old'), createdAt: 1 });
+  s1.close();
+  // back to what version 1 wrote: no batch_size column
+  const raw = new Database(file);
+  raw.exec(`ALTER TABLE jobs DROP COLUMN batch_size`);
+  raw.prepare(`UPDATE meta SET value = '1' WHERE key = 'schema_version'`).run();
+  raw.close();
+  const s2 = new JobStore(file);
+  t.teardown(() => s2.close());
+  t.match(s2.getJob(id), { prompt: 'old', batchSize: null });
+  s2.markStarted(id, 2);
+  s2.complete(id, { completedAt: 3, expiresAt: null, inferenceTimeS: 1, peakMemoryMb: 1, batchSize: 2, images: [] });
+  t.equal(s2.getJob(id)?.batchSize, 2);
+  const check = new Database(file, { readonly: true });
+  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '2');
+  check.close();
 });
 
 t.test('the store rejects ids that are not generated ids', async (t) => {
@@ -183,6 +208,7 @@ t.test('the store rejects ids that are not generated ids', async (t) => {
         expiresAt: null,
         inferenceTimeS: 1,
         peakMemoryMb: 1,
+        batchSize: 1,
         images: [{ id: 'x/../y', jobId: job, index: 0, format: 'png', width: 1, height: 1, bytes: 1, createdAt: 2, expiresAt: null, expired: false }],
       }),
     /malformed img id/,

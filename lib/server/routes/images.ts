@@ -39,6 +39,7 @@ async function imagesResponse(app: FastifyInstance, request: FastifyRequest, spe
     id: result.record?.id,
     inference_time_s: result.outcome.inferenceTimeS,
     peak_memory_mb: result.outcome.peakMemoryMb,
+    batch_size: result.outcome.batchSize,
   };
 }
 
@@ -116,6 +117,7 @@ async function runImageJob(
         url: `${baseUrl(request)}/v1/images/${im.id}/content`,
         inference_time_s: result.outcome.inferenceTimeS,
         peak_memory_mb: result.outcome.peakMemoryMb,
+        batch_size: result.outcome.batchSize,
       });
     }
   } catch (err) {
