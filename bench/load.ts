@@ -3,7 +3,7 @@
 // health, downloads the MP4 when done, and submits again. Prints throughput, p50/p99 latency per API route,
 // errors (must be 0) and the server's RSS before and after (from /metrics).
 //
-//   npm run load -- [--clients 8] [--duration 20] [--model demo:wan] [--url http://host:port] [--json file]
+//   npm run load -- [--clients 8] [--duration 20] [--model demo:wan] [--max-batch-size N] [--url http://host:port] [--json file]
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,8 @@ const { values: args } = parseArgs({
     clients: { type: 'string', default: '8' },
     duration: { type: 'string', default: '20' },
     model: { type: 'string', default: 'demo:wan' },
+    /** passed to serve (request batching; serve's default when not given) */
+    'max-batch-size': { type: 'string' },
     url: { type: 'string' },
     json: { type: 'string' },
   },
@@ -30,7 +32,8 @@ async function startServer(): Promise<{ url: string; child: ChildProcess; dir: s
   const script = `const m = await import(${JSON.stringify(main)}); process.exitCode = await m.main(process.argv.slice(1));`;
   const child = spawn(
     process.execPath,
-    ['--import=tsx', '--input-type=module', '-e', script, 'serve', '--model-path', args.model as string, '--port', '0', '--output-path', dir, '--device', 'cpu'],
+    ['--import=tsx', '--input-type=module', '-e', script, 'serve', '--model-path', args.model as string, '--port', '0', '--output-path', dir, '--device', 'cpu',
+      ...(args['max-batch-size'] ? ['--max-batch-size', args['max-batch-size']] : [])],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const url = await new Promise<string>((res, rej) => {
