@@ -490,7 +490,8 @@ export class Runtime {
       }
       case 'progress': {
         this.metrics.recordMemory(m.memory);
-        if (m.stage === 'denoise' && m.step > 0) this.metrics.stepSeconds.observe(m.stepMs / 1000);
+        // every job of a batch reports the same step: it is timed once, by the first job still running
+        if (m.stage === 'denoise' && m.step > 0 && job === this.batch.find((j) => !j.deleted)) this.metrics.stepSeconds.observe(m.stepMs / 1000);
         const progress =
           m.stage === 'denoise' && m.totalSteps > 0 ? 5 + Math.round((85 * m.step) / m.totalSteps) : (STAGE_PROGRESS[m.stage] ?? 0);
         if (job.kind !== 'probe' && !job.deleted && progress > (this.progressWritten.get(job.id) ?? 0)) {
