@@ -95,8 +95,6 @@ export class ActiveJob extends EventEmitter<JobEvents> {
   /** set when the job was deleted or cancelled: its outputs are thrown away */
   deleted = false;
   running = false;
-  /** performance.now() when the worker got it */
-  startedAtMs: number | null = null;
   /** position in the order of jobs and exclusive control operations (0: ahead of everything) */
   seq = 0;
   readonly result: Promise<JobResult>;
@@ -233,11 +231,6 @@ export class Runtime {
     return this.queue.length;
   }
 
-  /** The most jobs one pipeline run takes (known once the first worker has loaded the model). */
-  get maxBatchSize(): number {
-    return this.maxBatch;
-  }
-
   // ---------------------------------------------------------------------------------------------- startup
 
   /**
@@ -308,7 +301,7 @@ export class Runtime {
     this.infoValue = info;
     this.maxBatch = this.opts.maxBatchSize ?? defaultMaxBatchSize(info.device);
     this.metrics.workerUp.set(1);
-    this.log.info({ pid: w.pid, model: info.modelPath, pipeline: info.pipelineClass, loadSeconds }, 'worker ready');
+    this.log.info({ pid: w.pid, model: info.modelPath, pipeline: info.pipelineClass, loadSeconds, maxBatchSize: this.maxBatch }, 'worker ready');
     await this.controls.replay((m) => w.send(m));
     this.pump();
   }
@@ -458,7 +451,6 @@ export class Runtime {
     const at = nowS();
     for (const job of batch) {
       job.running = true;
-      job.startedAtMs = this.batchStartedMs;
       if (job.kind !== 'probe') this.store.markStarted(job.id, at);
       this.progressWritten.set(job.id, 0);
     }

@@ -84,6 +84,7 @@ async function batchMetric(): Promise<{ count: number; sum: number }> {
 const alone = new Map<string, ImagesBody>();
 
 t.test('alone: each request runs as a batch of one', async (t) => {
+  t.equal(s.logs.find((l) => l.msg === 'worker ready')?.maxBatchSize, 4, '--max-batch-size 4');
   for (const [name, body] of Object.entries({ A, B, C })) {
     const r = await generate(body);
     t.equal(r.status, 200, name);
