@@ -31,7 +31,7 @@ export const SERVE_FLAGS: FlagTable = {
   warmup: { type: 'boolean', help: 'run a 1-step generation after loading, before serving' },
   'api-key': { type: 'string', help: 'require "Authorization: Bearer KEY" on every route but /health', placeholder: 'key', defaultText: '$NODE_DIFFUSION_API_KEY' },
   'max-queue': { type: 'int', help: 'jobs waiting before requests get 429', defaultText: '256' },
-  'max-batch-size': { type: 'int', help: 'compatible queued requests run together as one pipeline batch (1: no batching)', defaultText: '4 on CUDA, 1 on the CPU' },
+  'max-batch-size': { type: 'int', help: 'output items (requests x n) compatible queued requests may fill together as one pipeline batch (1: no batching)', defaultText: '4 on CUDA, 1 on the CPU' },
   'log-level': { type: 'string', help: 'log level', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], defaultText: 'info' },
   cors: { type: 'boolean', help: 'allow cross-origin requests from any origin' },
   'cors-origins': { type: 'list', help: 'allow cross-origin requests from these origins only', placeholder: 'origin,origin' },

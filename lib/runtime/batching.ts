@@ -29,18 +29,22 @@ interface Queued {
 /**
  * Takes the next batch off the head of `queue` (FIFO): the first job, then each following job while
  * it is compatible with the first, comes before `barrierSeq` (the next weight operation: a batch never
- * runs a job across a weight change) and the batch holds fewer than `maxSize` jobs. An incompatible
- * job ends the batch (no job overtakes another). Empty when the queue is.
+ * runs a job across a weight change) and keeps the batch at `maxItems` output items or fewer (a job
+ * with more outputs than that still runs, alone: the limit bounds what batching adds to a run's
+ * memory). An incompatible job ends the batch (no job overtakes another). Empty when the queue is.
  */
-export function takeBatch<J extends Queued>(queue: J[], maxSize: number, barrierSeq: number): J[] {
+export function takeBatch<J extends Queued>(queue: J[], maxItems: number, barrierSeq: number): J[] {
   const first = queue.shift();
   if (!first) return [];
   const batch = [first];
   const key = batchKey(first.kind, first.params.generation);
   if (key === null) return batch;
-  while (batch.length < maxSize) {
+  let items = first.params.generation.numOutputs;
+  for (;;) {
     const next = queue[0];
     if (!next || next.seq > barrierSeq || batchKey(next.kind, next.params.generation) !== key) break;
+    if (items + next.params.generation.numOutputs > maxItems) break;
+    items += next.params.generation.numOutputs;
     batch.push(queue.shift() as J);
   }
   return batch;

@@ -32,7 +32,7 @@ export interface RuntimeOptions {
   load: LoadOptions;
   /** queued (not yet running) jobs accepted before 429 */
   maxQueue: number;
-  /** compatible queued jobs one pipeline run may take (--max-batch-size); null: defaultMaxBatchSize of the device */
+  /** output items compatible queued jobs may fill in one pipeline run (--max-batch-size); null: defaultMaxBatchSize of the device */
   maxBatchSize?: number | null;
   /** requeue video jobs that were running when the server stopped, instead of failing them */
   requeueOnRestart: boolean;

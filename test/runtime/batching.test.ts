@@ -29,12 +29,17 @@ const job = (name: string, g: Partial<GenerationParams> = {}, kind: JobKind | 'p
 });
 const names = (jobs: Array<{ name: string }>) => jobs.map((j) => j.name);
 
-t.test('takeBatch: the head and the compatible jobs right behind it, FIFO, up to the size and the next weight operation', async (t) => {
-  const q = [job('a'), job('b', { prompt: 'other', seed: 9, numOutputs: 3, fps: 8 }), job('c'), job('d'), job('e')];
-  t.same(names(takeBatch(q, 3, Infinity)), ['a', 'b', 'c'], 'prompt, seed, n and fps may differ; at most 3');
+t.test('takeBatch: the head and the compatible jobs right behind it, FIFO, up to the output items and the next weight operation', async (t) => {
+  const q = [job('a'), job('b', { prompt: 'other', seed: 9, numOutputs: 2, fps: 8 }), job('c'), job('d'), job('e')];
+  t.same(names(takeBatch(q, 4, Infinity)), ['a', 'b', 'c'], 'prompt, seed, n and fps may differ; at most 4 output items (1 + 2 + 1)');
   t.same(names(q), ['d', 'e']);
   t.same(names(takeBatch(q, 1, Infinity)), ['d'], 'size 1: no batching');
   t.same(names(takeBatch([], 4, Infinity)), []);
+  const wide = [job('a'), job('n3', { numOutputs: 3 }), job('n4', { numOutputs: 4 }), job('b')];
+  t.same(names(takeBatch(wide, 3, Infinity)), ['a'], 'a job that would take the batch past the item limit waits for the next batch');
+  t.same(names(takeBatch(wide, 3, Infinity)), ['n3'], 'a job of exactly the limit runs alone');
+  t.same(names(takeBatch(wide, 3, Infinity)), ['n4'], 'a job with more outputs than the limit still runs, alone');
+  t.same(names(wide), ['b']);
 
   for (const [what, patch] of [
     ['size', { width: 48 }],
