@@ -334,7 +334,15 @@ constexpr int64_t kNC = 3072;  // columns of B packed per slice (B block <= 4.5 
 
 // The few-rows path: A packed whole when it holds at most kFewRowsMaxA floats (L3-resident),
 // in K slices of kFewKC; each task's B block (one slice) holds at most kFewBlockB floats (L2).
+// Up to kFewRowsMaxM rows it also takes A up to kFewRowsMaxAShort floats (18 MB, half of a 32 MB
+// L3): a transformer layer's ~1k token rows at width 3840 (Z-Image at 512x512, 1152 x 3840 = 4.4M)
+// ran 1152x3840x10240 in 425 ms there against 450-530 ms on the tall path (1024 rows: 375 vs
+// 405-465 ms; 3840 columns even), where B is packed behind barriers per slice and A repacked per
+// column block. Taller A stays on the tall path: 2900x1536x8960 (4.5M) took 420 ms few-rows
+// against 375-400 ms tall, 4096x1536x8960 (6.3M) 590 against 525 ms.
 constexpr int64_t kFewRowsMaxA = int64_t{3} << 20;
+constexpr int64_t kFewRowsMaxM = 1280;
+constexpr int64_t kFewRowsMaxAShort = int64_t{9} << 19;
 constexpr int64_t kFewKC = 512;
 constexpr int64_t kFewBlockB = 128 * 1024;
 
@@ -539,7 +547,9 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
     return;
   }
   // few rows (A fits L3 packed whole) and enough NR-panels of B for every thread to take several
-  if (round_up(M, micro_kernel().mr) * K <= kFewRowsMaxA && N >= 4 * num_threads() * micro_kernel().nr) {
+  const int64_t packed_a = round_up(M, micro_kernel().mr) * K;
+  const bool a_fits = packed_a <= kFewRowsMaxA || (M <= kFewRowsMaxM && packed_a <= kFewRowsMaxAShort);
+  if (a_fits && N >= 4 * num_threads() * micro_kernel().nr) {
     gemm_few_rows(M, N, K, a, b, c, ldc, ep);
     return;
   }
