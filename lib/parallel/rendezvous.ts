@@ -117,6 +117,18 @@ async function fetchId(rank: number, worldSize: number, addr: RendezvousAddress,
   }
 }
 
+/** A TCP port free on the loopback at the moment of asking (for rank 0's rendezvous). */
+export async function freeLocalPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 /**
  * The world's 128-byte id, made by rank 0 (makeId) and fetched by the others from rank 0's
  * listening socket.

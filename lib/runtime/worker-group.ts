@@ -6,10 +6,10 @@
 // for it forever), brings the whole group down, so the runtime fails the batch and starts a fresh group.
 import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 
 import type { ParallelConfig } from '../parallel/config.js';
+import { freeLocalPort } from '../parallel/rendezvous.js';
 import { newShmPath } from '../parallel/shm.js';
 import type { PipelineInfo } from '../pipelines/types.js';
 import type { FromWorker, LoadOptions, ToWorker } from './protocol.js';
@@ -20,18 +20,6 @@ type ControlEnd = Extract<FromWorker, { type: 'control_done' | 'control_failed' 
 
 /** Failures every rank reaches at the same point (rank 0's cancellation, a request all ranks reject). */
 const AGREED_FAILURES = new Set(['cancelled', 'invalid_request']);
-
-/** A TCP port free at the moment of asking (for rank 0's NCCL rendezvous). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHandle {
   private readonly ranks: WorkerProcess[] = [];
@@ -77,7 +65,7 @@ export class WorkerGroup extends EventEmitter<WorkerEvents> implements WorkerHan
    */
   async start(options: LoadOptions, env: NodeJS.ProcessEnv = process.env): Promise<{ info: PipelineInfo; loadSeconds: number }> {
     const shmPath = this.shmPath;
-    const rendezvous = { host: '127.0.0.1', port: await freePort() };
+    const rendezvous = { host: '127.0.0.1', port: await freeLocalPort() };
     // CPU ranks share the cores (an explicit ND_NUM_THREADS wins)
     const threads = env.ND_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / this.size)));
     for (let r = 0; r < this.size; ++r) {

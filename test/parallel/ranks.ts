@@ -7,8 +7,7 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { createServer } from 'node:net';
-
+import { freeLocalPort } from '../../lib/parallel/rendezvous.js';
 import { newShmPath } from '../../lib/parallel/shm.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -26,14 +25,6 @@ export interface RankPool {
   close(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 export interface RankPoolOptions {
   /** engine threads per rank (default 1) */
   threads?: number;
@@ -45,7 +36,7 @@ export interface RankPoolOptions {
 /** Starts `size` rank processes running `scenarios` (module paths relative to test/parallel). */
 export async function startRanks(size: number, scenarios: string | string[], opts: RankPoolOptions = {}): Promise<RankPool> {
   const path = newShmPath();
-  const port = opts.transport === 'nccl' ? await freePort() : 0;
+  const port = opts.transport === 'nccl' ? await freeLocalPort() : 0;
   const modules = (Array.isArray(scenarios) ? scenarios : [scenarios]).map((m) => join(here, m));
   const threads = opts.threads ?? 1;
   const children: ChildProcess[] = [];

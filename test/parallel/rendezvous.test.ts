@@ -1,22 +1,13 @@
 // The TCP rendezvous that hands rank 0's NCCL id to the other ranks (as torchrun's store), and the
 // torchrun-style environment.
-import { createServer } from 'node:net';
 import t from 'tap';
 
-import { exchangeUniqueId, rankFromEnv } from '../../lib/parallel/rendezvous.js';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+import { exchangeUniqueId, freeLocalPort, rankFromEnv } from '../../lib/parallel/rendezvous.js';
 
 const idOf = (seed: number) => Uint8Array.from({ length: 128 }, (_, i) => (i * 31 + seed) % 256);
 
 t.test('every rank gets rank 0\'s id, whoever starts first', async (t) => {
-  const addr = { host: '127.0.0.1', port: await freePort() };
+  const addr = { host: '127.0.0.1', port: await freeLocalPort() };
   let made = 0;
   // ranks 1 and 2 start before rank 0 listens: they retry until it does
   const early = [1, 2].map((r) => exchangeUniqueId(r, 3, addr, () => idOf(r), 10));
@@ -30,11 +21,11 @@ t.test('every rank gets rank 0\'s id, whoever starts first', async (t) => {
 });
 
 t.test('a rank of another world size is refused; missing ranks time out', async (t) => {
-  const addr = { host: '127.0.0.1', port: await freePort() };
+  const addr = { host: '127.0.0.1', port: await freeLocalPort() };
   const zero = exchangeUniqueId(0, 2, addr, () => idOf(1), 2);
   await t.rejects(exchangeUniqueId(1, 3, addr, () => idOf(2), 2), { message: /rank 0 at 127\.0\.0\.1:\d+ refused rank 1 of 3 \(another world size, or the rank joined twice\)/ });
   await t.rejects(zero, { message: /rendezvous: only 0 of 1 ranks reached rank 0 at 127\.0\.0\.1:\d+ within 2 s/ });
-  await t.rejects(exchangeUniqueId(1, 2, { host: '127.0.0.1', port: await freePort() }, () => idOf(2), 1), { message: /rank 1 could not reach rank 0 at 127\.0\.0\.1:\d+ within 1 s \(ECONNREFUSED\)/ });
+  await t.rejects(exchangeUniqueId(1, 2, { host: '127.0.0.1', port: await freeLocalPort() }, () => idOf(2), 1), { message: /rank 1 could not reach rank 0 at 127\.0\.0\.1:\d+ within 1 s \(ECONNREFUSED\)/ });
 });
 
 t.test('torchrun-style environment', async (t) => {
