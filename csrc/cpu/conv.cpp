@@ -318,7 +318,7 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
   const int64_t max_task_panels = (panels + unit_tasks - 1) / unit_tasks;
 
   parallel_for(0, units * unit_tasks, 1, [&](int64_t lo, int64_t hi) {
-    alignas(64) float edge[14 * 32];
+    alignas(64) float edge[cpu::kMaxTile];
     float* xp = t_pack_x.get(kKC * max_task_panels * NR);
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t u = task / unit_tasks, t = task % unit_tasks;
@@ -345,15 +345,7 @@ void conv_implicit_gemm(const ConvGeom& g, const Tensor& x, const Tensor& w, con
           for (int64_t q = 0; q < np; ++q) {
             const int64_t jq = q * NR, cols = std::min<int64_t>(NR, nc - jq);
             const float* bp = xp + q * kc * NR;
-            float* cp = c + ir * S + jq;
-            if (rows == MR && cols == NR) {
-              uk.fn(kc, ap, bp, cp, S, load);
-            } else {
-              if (load)
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * S, cols * sizeof(float));
-              uk.fn(kc, ap, bp, edge, NR, load);
-              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * S, edge + r * NR, cols * sizeof(float));
-            }
+            cpu::run_tile(uk, kc, ap, bp, c + ir * S + jq, S, rows, cols, load, edge);
           }
         }
       }

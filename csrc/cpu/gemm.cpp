@@ -493,7 +493,7 @@ void gemm_few_rows(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRe
   const int64_t tasks = (panels + task_panels - 1) / task_panels;
   const bool epilogue = ep.bias != nullptr || ep.act != Activation::None;
   parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
-    alignas(64) float edge[14 * 32];
+    alignas(64) float edge[kMaxTile];
     float* pb = t_pack_b.get(kFewKC * task_panels * NR);
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t jc = task * task_panels * NR;
@@ -511,14 +511,7 @@ void gemm_few_rows(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRe
             const int64_t j0 = q * NR;
             const int64_t cols = std::min<int64_t>(NR, nc - j0);
             float* cp = c + ir * ldc + jc + j0;
-            if (rows == MR && cols == NR) {
-              uk.fn(kc, pas + ir * kc, pb + q * kc * NR, cp, ldc, load);
-            } else {
-              if (load)
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
-              uk.fn(kc, pas + ir * kc, pb + q * kc * NR, edge, NR, load);
-              for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
-            }
+            run_tile(uk, kc, pas + ir * kc, pb + q * kc * NR, cp, ldc, rows, cols, load, edge);
             if (last && epilogue)
               for (int64_t r = 0; r < rows; ++r)
                 apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);
@@ -583,7 +576,7 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
       const bool load = pc > 0 || ep.accumulate;
       const bool last = pc + kc >= K;
       parallel_for(0, groups * splits, 1, [&](int64_t lo, int64_t hi) {
-        alignas(64) float edge[14 * 32];
+        alignas(64) float edge[kMaxTile];
         for (int64_t task = lo; task < hi; ++task) {
           const int64_t g = task / splits, sp = task % splits;
           const int64_t q0 = sp * panels / splits, q1 = (sp + 1) * panels / splits;
@@ -601,14 +594,7 @@ void gemm(int64_t M, int64_t N, int64_t K, const MatRef& a, const MatRef& b, flo
               const float* bp = pb + q * kc * NR;
               const int64_t rows = std::min<int64_t>(MR, mc - ir);
               float* cp = c + (i0 + ir) * ldc + jc + j0;
-              if (rows == MR && cols == NR) {
-                uk.fn(kc, pa + ir * kc, bp, cp, ldc, load);
-              } else {
-                if (load)
-                  for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * NR, cp + r * ldc, cols * sizeof(float));
-                uk.fn(kc, pa + ir * kc, bp, edge, NR, load);
-                for (int64_t r = 0; r < rows; ++r) std::memcpy(cp + r * ldc, edge + r * NR, cols * sizeof(float));
-              }
+              run_tile(uk, kc, pa + ir * kc, bp, cp, ldc, rows, cols, load, edge);
               if (last && epilogue)
                 for (int64_t r = 0; r < rows; ++r)
                   apply_epilogue_row(cp + r * ldc, cols, ep.bias ? ep.bias + jc + j0 : nullptr, ep.act);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "../core/backend.h"
@@ -48,6 +49,24 @@ const MicroKernel& micro_kernel();
 // The same kernel family with the row count that pads m least (AVX-512: 12 rows where m is a
 // multiple of 12 but not of 14, as for 96/192/384 output channels; otherwise micro_kernel()).
 const MicroKernel& micro_kernel_for_rows(int64_t m);
+
+// Largest tile any micro-kernel computes (mr x nr floats).
+constexpr int kMaxTile = 14 * 32;
+
+// One tile of C (rows x cols, at most mr x nr; ldc apart) through the micro-kernel: c = (load ? c
+// : 0) + packed A panel x packed B panel over depth kc. A partial tile goes through `edge`
+// (kMaxTile floats) so the kernel never touches memory outside C.
+inline void run_tile(const MicroKernel& uk, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                     int64_t rows, int64_t cols, bool load, float* edge) {
+  if (rows == uk.mr && cols == uk.nr) {
+    uk.fn(kc, a, b, c, ldc, load);
+    return;
+  }
+  if (load)
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * uk.nr, c + r * ldc, cols * sizeof(float));
+  uk.fn(kc, a, b, edge, uk.nr, load);
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * ldc, edge + r * uk.nr, cols * sizeof(float));
+}
 
 // Packs rows [0, m) x cols [0, kc) of `a` (scaled by alpha) into ceil(m/MR) panels of kc x MR
 // floats (k-major), zero-padding the last panel's missing rows. dst holds round_up(m, MR) * kc.
